@@ -1,0 +1,247 @@
+"""The Trainer's own features, written as hook implementations and registered per run:
+metric logging, early stopping, checkpointing and the progress display.
+
+A third-party plugin observes or extends a run through exactly the same hooks.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from dlguide.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from dlguide.trainer import Trainer
+
+
+def is_better(value: float, best: float | None, mode: str) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    if best is None:
+        return True
+    return value < best if mode == "min" else value > best
+
+
+def monitored(trainer: Trainer, metrics: dict[str, float]) -> float:
+    key = trainer.config.monitor
+    if key not in metrics:
+        from dlguide.errors import UsageError
+
+        known = ", ".join(sorted(k for k in metrics if "/" in k))
+        raise UsageError(f"monitor {key!r} is not among this task's metrics: {known}")
+    return metrics[key]
+
+
+class MetricsLogger:
+    """Appends each epoch to metrics.jsonl, mirrors it to TensorBoard when installed, and
+    draws the learning curves when the run ends or stops."""
+
+    def __init__(self) -> None:
+        self.writer: Any = None
+
+    @hookimpl(tryfirst=True)
+    def dlguide_run_start(self, trainer: Trainer) -> None:
+        if importlib.util.find_spec("tensorboard") is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(trainer.run_dir.path / "tensorboard"), purge_step=trainer.epoch + 1)
+
+    @hookimpl(tryfirst=True)
+    def dlguide_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        trainer.run_dir.append_epoch(metrics)
+        if self.writer is not None:
+            for key, value in metrics.items():
+                if key != "epoch":
+                    self.writer.add_scalar(key, value, epoch)
+            self.writer.flush()
+
+    def _close(self, trainer: Trainer) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        if trainer.history:
+            from dlguide.plots import learning_curves
+
+            learning_curves(trainer.history, trainer.run_dir.path / "learning_curves.png", trainer.task.name)
+
+    @hookimpl
+    def dlguide_run_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        self._close(trainer)
+
+    @hookimpl
+    def dlguide_run_exception(self, trainer: Trainer, exception: BaseException) -> None:
+        self._close(trainer)
+
+
+class EarlyStopping:
+    """Stops the run after ``early_stopping_patience`` epochs without improvement of ``monitor``."""
+
+    def __init__(self, patience: int, mode: str) -> None:
+        self.patience, self.mode = patience, mode
+        self.best: float | None = None
+        self.wait = 0
+
+    @hookimpl
+    def dlguide_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        value = monitored(trainer, metrics)
+        if is_better(value, self.best, self.mode):
+            self.best, self.wait = value, 0
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                trainer.should_stop = True
+                trainer.stop_reason = (f"early stopping: {trainer.config.monitor} did not improve for "
+                                       f"{self.patience} epochs (best {self.best:.6g})")
+
+    @hookimpl
+    def dlguide_save_checkpoint(self, trainer: Trainer, checkpoint: dict[str, Any]) -> None:
+        checkpoint["callbacks"]["early_stopping"] = {"best": self.best, "wait": self.wait}
+
+    @hookimpl
+    def dlguide_load_checkpoint(self, trainer: Trainer, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["callbacks"].get("early_stopping")
+        if state:
+            self.best, self.wait = state["best"], state["wait"]
+
+
+class Checkpointer:
+    """Writes ``last.ckpt`` after every epoch and ``best.ckpt`` when ``monitor`` improves.
+
+    It runs last so that the other plugins' state (early stopping) is already updated.
+    """
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.best: float | None = None
+
+    @hookimpl(trylast=True)
+    def dlguide_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        value = monitored(trainer, metrics)
+        improved = is_better(value, self.best, self.mode)
+        if improved:
+            self.best = value
+        last = trainer.save_checkpoint(trainer.run_dir.last_ckpt, "last")
+        if improved:
+            trainer.save_checkpoint(trainer.run_dir.best_ckpt, "best", same_as=last)
+
+    @hookimpl
+    def dlguide_save_checkpoint(self, trainer: Trainer, checkpoint: dict[str, Any]) -> None:
+        checkpoint["callbacks"]["checkpointer"] = {"best": self.best}
+
+    @hookimpl
+    def dlguide_load_checkpoint(self, trainer: Trainer, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["callbacks"].get("checkpointer")
+        if state:
+            self.best = state["best"]
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3e}"
+
+
+class ProgressReporter:
+    """A progress bar per epoch on a terminal (loss, samples/s, ETA), one line per epoch
+    otherwise, and a table of final metrics at the end."""
+
+    REFRESH_S = 0.25
+
+    def __init__(self, mode: str, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        if mode == "auto":
+            mode = "bar" if self.stream.isatty() else "log"
+        self.mode = mode
+        self.bar: Any = None
+        self.next_refresh = 0.0
+        self.epoch_started = 0.0
+        self.samples = 0
+
+    def _print(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    @hookimpl
+    def dlguide_run_start(self, trainer: Trainer) -> None:
+        where = f"resuming at epoch {trainer.epoch + 1}" if trainer.epoch or trainer.batch_in_epoch else "starting"
+        self._print(f"{trainer.task.name}: {where} of {trainer.max_epochs} on {trainer.device} "
+                    f"(precision {trainer.config.precision}) -> {trainer.run_dir.path}")
+
+    @hookimpl
+    def dlguide_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+        self.epoch_started = time.perf_counter()
+        self.samples = 0
+        if self.mode == "bar":
+            from tqdm import tqdm
+
+            assert trainer.train_loader is not None
+            self.bar = tqdm(total=trainer.train_loader.num_batches, initial=trainer.batch_in_epoch,
+                            desc=f"epoch {epoch}/{trainer.max_epochs}", unit="batch", file=self.stream,
+                            leave=False, dynamic_ncols=True, mininterval=self.REFRESH_S)
+
+    @hookimpl
+    def dlguide_train_batch_end(self, trainer: Trainer, batch_idx: int, loss: Any) -> None:
+        self.samples += trainer.last_batch_size
+        if self.bar is None:
+            return
+        self.bar.update(1)
+        now = time.perf_counter()
+        if now >= self.next_refresh and loss is not None:
+            self.next_refresh = now + self.REFRESH_S
+            rate = self.samples / max(now - self.epoch_started, 1e-9)
+            self.bar.set_postfix_str(f"loss={float(loss):.4f} {rate:,.0f} samples/s", refresh=False)
+
+    @hookimpl
+    def dlguide_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self.mode == "none":
+            return
+        seconds = time.perf_counter() - self.epoch_started
+        shown = "  ".join(f"{k} {_fmt(v)}" for k, v in metrics.items() if k.count("/") == 1)
+        self._print(f"epoch {epoch}/{trainer.max_epochs}  {shown}  ({seconds:.1f}s, "
+                    f"{self.samples / max(seconds, 1e-9):,.0f} samples/s)")
+        reason = getattr(trainer, "stop_reason", None)
+        if trainer.should_stop and reason:
+            self._print(reason)
+
+    @hookimpl
+    def dlguide_run_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        if self.mode == "none":
+            return
+        self._print(format_table(metrics, trainer.run_dir.path))
+
+    @hookimpl
+    def dlguide_run_exception(self, trainer: Trainer, exception: BaseException) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def format_table(metrics: dict[str, float], where: Path | None = None) -> str:
+    """Final metrics as an aligned two-column table."""
+    rows = [(k, _fmt(v) if isinstance(v, float) else str(v)) for k, v in metrics.items()]
+    width = max((len(k) for k, _ in rows), default=6)
+    lines = [f"{'metric'.ljust(width)}  value", f"{'-' * width}  -----"]
+    lines += [f"{k.ljust(width)}  {v}" for k, v in rows]
+    if where is not None:
+        lines.append(f"run directory: {where}")
+    return "\n".join(lines)
+
+
+def run_plugins(trainer: Trainer) -> dict[str, object]:
+    """The built-in plugins of one run, by registration name."""
+    cfg = trainer.config
+    mode = cfg.resolved_monitor_mode
+    plugins: dict[str, object] = {"dlguide.metrics": MetricsLogger(), "dlguide.checkpoint": Checkpointer(mode)}
+    if cfg.early_stopping_patience > 0:
+        plugins["dlguide.early_stopping"] = EarlyStopping(cfg.early_stopping_patience, mode)
+    if trainer.progress != "none":
+        plugins["dlguide.progress"] = ProgressReporter(trainer.progress)
+    return plugins

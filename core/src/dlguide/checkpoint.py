@@ -1,0 +1,118 @@
+"""Checkpoint files: written atomically, read with ``weights_only=True``, checked for origin.
+
+Also the random-number state of python, numpy and torch, kept in forms that
+``weights_only`` loading accepts (tensors, lists, ints), so resume is exact.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dlguide import __version__
+from dlguide.errors import CheckpointError
+
+FORMAT = 1
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """Write ``obj`` to ``path`` through a temporary file and a rename: the old file survives a failure.
+
+    No fsync: the rename already protects against a crash of the process, which is the
+    failure a training run meets; a per-epoch fsync would cost more than the epoch on small data.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_link(source: Path, path: Path) -> None:
+    """Make ``path`` a second name of ``source``'s current contents, atomically.
+
+    ``source`` is later replaced by rename, which gives it a new file, so ``path`` keeps
+    these bytes. Falls back to a copy where hard links are not supported.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def stamp(task: str) -> dict[str, Any]:
+    """The header that marks a checkpoint as dlguide's."""
+    return {"format": FORMAT, "version": __version__, "task": task}
+
+
+def load_checkpoint(path: Path, task: str | None = None) -> dict[str, Any]:
+    """Load a dlguide checkpoint safely, or raise CheckpointError saying what is wrong."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} is corrupt or not a checkpoint ({reason[:200]})") from None
+    header = ckpt.get("dlguide") if isinstance(ckpt, dict) else None
+    if not isinstance(header, dict) or "task" not in header:
+        raise CheckpointError(f"{path} is not a dlguide checkpoint (no dlguide header)")
+    if header.get("format") != FORMAT:
+        raise CheckpointError(f"{path} has checkpoint format {header.get('format')}, this dlguide reads {FORMAT}")
+    if task is not None and header["task"] != task:
+        raise CheckpointError(f"{path} belongs to task {header['task']!r}, not {task!r}")
+    return ckpt
+
+
+def capture_rng() -> dict[str, Any]:
+    state = np.random.get_state(legacy=True)
+    rng: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {"key": torch.from_numpy(np.asarray(state[1], dtype=np.int64)), "pos": int(state[2]),
+                  "has_gauss": int(state[3]), "cached": float(state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
+
+
+def restore_rng(rng: dict[str, Any]) -> None:
+    version, internal, gauss = rng["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = rng["numpy"]
+    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed python, numpy and torch; optionally ask torch for deterministic algorithms."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True

@@ -1,0 +1,232 @@
+"""The ``dlguide`` command line: a thin layer over library functions tests call directly.
+
+Usage errors print one line and exit 2; other failures print one line and exit 1;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from dlguide import __version__
+from dlguide.errors import DlguideError, UsageError
+from dlguide.plugins import Runtime, get_runtime
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with usage errors as one line that says where to look."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _progress(args: argparse.Namespace) -> str:
+    return "none" if args.quiet else "auto"
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    rt: Runtime = args.runtime
+    if args.json:
+        print(json.dumps([p.as_dict() for p in rt.plugins], indent=2))
+        return 0
+    if not rt.plugins:
+        print("no plugins installed (pip install dlguide-vision, dlguide-nlp, dlguide-recsys or dlguide-medical)")
+        return 0
+    rows = [(p.name, p.distribution, p.version, p.status, ", ".join(h.removeprefix("dlguide_") for h in p.hooks))
+            for p in rt.plugins]
+    header = ("name", "distribution", "version", "status", "hooks")
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(4)]
+    for row in (header, *rows):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[4])
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rt: Runtime = args.runtime
+    entries = list(rt.registry.entries(args.kind))
+    if args.json:
+        print(json.dumps([{"kind": e.kind, "name": e.name, "summary": e.summary, "plugin": e.owner,
+                           "target": e.target, "demo": e.demo is not None} for e in entries], indent=2))
+        return 0
+    if not entries:
+        print("nothing registered; see 'dlguide plugins'")
+        return 0
+    width = max(len(e.name) for e in entries)
+    kind = None
+    for e in entries:
+        if e.kind != kind:
+            print(f"{e.kind}s:" if kind is None else f"\n{e.kind}s:")
+            kind = e.kind
+        print(f"  {e.name.ljust(width)}  {e.summary}  [{e.owner}]")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    rt: Runtime = args.runtime
+    from dlguide.config import describe
+    from dlguide.runs import task_class
+
+    entry = rt.registry.get("task", args.task)
+    cls = task_class(args.task, rt)
+    print(f"{entry.name}: {entry.summary}  [{entry.owner}]\n")
+    fields = describe(cls.Config)
+    kw = max(len(f.key) for f in fields)
+    tw = max(len(f.type) for f in fields)
+    dw = max(len(repr(f.default)) for f in fields)
+    print(f"{'key'.ljust(kw)}  {'type'.ljust(tw)}  {'default'.ljust(dw)}  help")
+    for f in fields:
+        listed = f.choices and all(str(c) in f.help for c in f.choices)
+        extra = f" (one of {', '.join(map(str, f.choices))})" if f.choices and not listed else ""
+        print(f"{f.key.ljust(kw)}  {f.type.ljust(tw)}  {repr(f.default).ljust(dw)}  {f.help}{extra}")
+    if entry.demo:
+        print(f"\ndemo settings: {', '.join(f'{k}={v}' for k, v in entry.demo.items())}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    rt: Runtime = args.runtime
+    from dlguide.runs import run_task
+
+    run_task(args.task, config_file=args.config, overrides=args.set, out=args.out, runtime=rt,
+             progress=_progress(args))
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    rt: Runtime = args.runtime
+    from dlguide.runs import resume_run
+
+    resume_run(args.run_dir, overrides=args.set, runtime=rt, progress=_progress(args))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    rt: Runtime = args.runtime
+    from dlguide.callbacks import format_table
+    from dlguide.runs import evaluate_run
+
+    metrics = evaluate_run(args.run_dir, split=args.split, runtime=rt)
+    print(json.dumps(metrics, indent=2) if args.json else format_table(metrics))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    rt: Runtime = args.runtime
+    from dlguide.runs import predict_run
+
+    for line in predict_run(args.run_dir, args.inputs, runtime=rt):
+        print(line)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    rt: Runtime = args.runtime
+    from dlguide.demo import format_results, run_demos
+
+    results = run_demos(args.plugins, out=args.out, runtime=rt, progress=_progress(args))
+    print("\n" + format_results(results))
+    return 0 if all(r.status == "ok" for r in results) else 1
+
+
+def build_parser(rt: Runtime) -> Parser:
+    parser = Parser(prog="dlguide", description="dlguide: deep-learning applications from one core and plugins.")
+    parser.add_argument("--version", action="version", version=f"dlguide {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    p = sub.add_parser("plugins", help="list installed plugins, their hooks and status")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_plugins)
+
+    p = sub.add_parser("list", help="list registered tasks, models and datasets")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--kind", choices=("task", "model", "dataset"), help="only this kind")
+    p.set_defaults(handler=cmd_list)
+
+    p = sub.add_parser("info", help="show a task's config keys with type, default and help")
+    p.add_argument("task", metavar="TASK")
+    p.set_defaults(handler=cmd_info)
+
+    def run_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--set", metavar="KEY=VALUE", nargs="+", action="extend", default=[],
+                       help="override a config key (dotted for nested keys); repeatable")
+        p.add_argument("--quiet", action="store_true", help="no progress bar, logs or final table")
+
+    p = sub.add_parser("run", help="train and evaluate a task into a run directory")
+    p.add_argument("task", metavar="TASK")
+    p.add_argument("--config", metavar="FILE", help="YAML or TOML file of config keys")
+    p.add_argument("--out", metavar="DIR", help="run directory (default runs/<task>/<time>)")
+    run_options(p)
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("resume", help="continue an interrupted run, or extend a finished one")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    run_options(p)
+    p.set_defaults(handler=cmd_resume)
+
+    p = sub.add_parser("eval", help="evaluate a finished run's weights again")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--split", choices=("test", "val"), default="test")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_eval)
+
+    p = sub.add_parser("predict", help="predict with a finished run")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("inputs", metavar="INPUT", nargs="+")
+    p.set_defaults(handler=cmd_predict)
+
+    p = sub.add_parser("demo", help="a short tour of each installed plugin's demo on embedded data")
+    p.add_argument("plugins", metavar="PLUGIN", nargs="*", help="only these plugins")
+    p.add_argument("--out", metavar="DIR", default="runs/demo", help="where the demo runs go")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(handler=cmd_demo)
+
+    rt.hook.dlguide_add_commands(subparsers=sub)
+    return parser
+
+
+def _print_error(exc: BaseException) -> None:
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    print(f"dlguide: error: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``dlguide`` and ``python -m dlguide``; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        rt = get_runtime()
+        parser = build_parser(rt)
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        if args.command != "plugins":
+            for info in rt.plugins:
+                if info.status not in ("ok", "disabled"):
+                    print(f"dlguide: warning: plugin {info.name!r} did not load ({info.status}); "
+                          "see 'dlguide plugins'", file=sys.stderr)
+        args.runtime = rt  # handlers, plugin commands included, reach the registry through it
+        handler: Any = args.handler
+        return int(handler(args) or 0)
+    except DlguideError as exc:
+        if debug:
+            raise
+        _print_error(exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("dlguide: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader (head, less) went away: not an error of ours
+        sys.stderr.close()
+        return 0
+    except Exception as exc:
+        if debug:
+            raise
+        print(f"dlguide: error: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+              " (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1

@@ -1,0 +1,261 @@
+"""Typed run configs: dataclasses with defaults and help text, merged from defaults, a
+YAML/TOML file and ``--set key=value`` overrides (dotted keys for nested sections), in
+that order. Torch-free, so ``dlguide info`` and config errors stay fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import tomllib
+import types
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from dlguide.errors import UsageError, did_you_mean
+
+C = TypeVar("C")
+
+
+def option(default: Any, help: str, *, choices: Iterable[Any] | None = None) -> Any:
+    """A config field with a default, one line of help, and optionally allowed values."""
+    metadata = {"help": help, "choices": tuple(choices) if choices is not None else None}
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=metadata)
+    if dataclasses.is_dataclass(default):
+        return dataclasses.field(default_factory=lambda d=default: dataclasses.replace(d), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldInfo:
+    """One config key as ``dlguide info`` shows it."""
+
+    key: str
+    type: str
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "|".join(str(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join("None" if a is type(None) else _type_name(a) for a in get_args(tp))
+    if origin in (list, tuple):
+        args = [a for a in get_args(tp) if a is not Ellipsis]
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in args)}]"
+    return getattr(tp, "__name__", str(tp))
+
+
+def describe(cls: type) -> list[FieldInfo]:
+    """Every key of a config class, nested sections flattened to dotted keys."""
+    out: list[FieldInfo] = []
+    hints = get_type_hints(cls)
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            for sub in describe(tp):
+                out.append(dataclasses.replace(sub, key=f"{f.name}.{sub.key}"))
+            continue
+        out.append(
+            FieldInfo(f.name, _type_name(tp), getattr(defaults, f.name), f.metadata.get("help", ""),
+                      f.metadata.get("choices"))
+        )
+    return out
+
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def _coerce(key: str, tp: Any, value: Any, from_text: bool) -> Any:
+    """Turn ``value`` into ``tp`` or raise a one-line UsageError naming key, value and type."""
+
+    def bad(expected: str) -> UsageError:
+        return UsageError(f"invalid value for {key!r}: {value!r} is not {expected}")
+
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None or (from_text and isinstance(value, str) and value.lower() in {"none", "null", ""}):
+            if type(None) in args:
+                return None
+        for arg in (a for a in args if a is not type(None)):
+            with contextlib.suppress(UsageError):
+                return _coerce(key, arg, value, from_text)
+        raise bad(_type_name(tp))
+    if origin is Literal:
+        allowed = get_args(tp)
+        for a in allowed:
+            if value == a or (from_text and str(a) == str(value)):
+                return a
+        raise UsageError(f"invalid value for {key!r}: {value!r}; expected one of {', '.join(map(str, allowed))}")
+    if origin in (list, tuple):
+        if from_text and isinstance(value, str):
+            text = value.strip()
+            value = yaml.safe_load(text) if text.startswith("[") else [v for v in text.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise bad("a list")
+        args = get_args(tp)
+        item_tp = args[0] if args else Any
+        coerced = [_coerce(key, item_tp, v, from_text) for v in value]
+        return tuple(coerced) if origin is tuple else coerced
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise bad("a boolean (true/false)")
+    if tp is int:
+        if isinstance(value, bool):
+            raise bad("an int")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                raise bad("an int") from None
+        raise bad("an int")
+    if tp is float:
+        if isinstance(value, bool):
+            raise bad("a number")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                raise bad("a number") from None
+        raise bad("a number")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise bad("a string")
+    if tp is Path:
+        if isinstance(value, (str, Path)):
+            return Path(value).expanduser()
+        raise bad("a path")
+    raise UsageError(f"config key {key!r} has an unsupported type {_type_name(tp)}")
+
+
+def _check_choices(key: str, f: dataclasses.Field, value: Any) -> None:
+    choices = f.metadata.get("choices")
+    if choices and value is not None and value not in choices:
+        raise UsageError(
+            f"invalid value for {key!r}: {value!r}; expected one of {', '.join(map(str, choices))}"
+            + did_you_mean(str(value), [str(c) for c in choices])
+        )
+
+
+def _apply(obj: Any, data: Mapping[str, Any], prefix: str, from_text: bool) -> Any:
+    cls = type(obj)
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    changes: dict[str, Any] = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in fields:
+            known = [i.key for i in describe(cls)]
+            raise UsageError(f"unknown config key {full!r}" + (did_you_mean(key, known) or did_you_mean(full, known)))
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, Mapping):
+                raise UsageError(f"invalid value for {full!r}: expected a section of keys, got {value!r}")
+            changes[key] = _apply(getattr(obj, key), value, f"{full}.", from_text)
+            continue
+        coerced = _coerce(full, tp, value, from_text)
+        _check_choices(full, fields[key], coerced)
+        changes[key] = coerced
+    return dataclasses.replace(obj, **changes)
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
+    """``["a.b=1", "c=x"]`` -> ``{"a": {"b": "1"}, "c": "x"}`` (values stay text)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"invalid --set {pair!r}: expected key=value")
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise UsageError(f"invalid --set {pair!r}: {part!r} is set both as a value and a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) mapping of config keys."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"config file not found: {p}")
+    text = p.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text) if p.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UsageError(f"cannot parse config file {p}: {first}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(f"config file {p} must hold a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def resolve(
+    cls: type[C],
+    *,
+    base: Mapping[str, Any] | None = None,
+    file: str | Path | None = None,
+    overrides: Iterable[str] = (),
+) -> C:
+    """Defaults, then ``base`` (saved or demo settings), then ``file``, then ``--set`` overrides."""
+    cfg = cls()
+    if base:
+        cfg = _apply(cfg, base, "", from_text=False)
+    if file is not None:
+        cfg = _apply(cfg, read_config_file(file), "", from_text=False)
+    cfg = _apply(cfg, parse_overrides(overrides), "", from_text=True)
+    validate = getattr(cfg, "validate", None)
+    if callable(validate):
+        validate()
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain, YAML-safe dict of a config (paths as strings, tuples as lists)."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return {k: plain(v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+def dump_yaml(data: Mapping[str, Any]) -> str:
+    return yaml.safe_dump(dict(data), sort_keys=False, default_flow_style=False)
+
+
+__all__ = ["FieldInfo", "describe", "dump_yaml", "option", "parse_overrides", "read_config_file",
+           "resolve", "to_dict"]

@@ -1,0 +1,57 @@
+"""Errors that reach a person as one line. ``UsageError`` exits 2, the others 1."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class DlguideError(Exception):
+    """Base of every error the command line reports as one clear line."""
+
+    exit_code = 1
+
+
+class UsageError(DlguideError):
+    """The user asked for something that does not exist or is malformed."""
+
+    exit_code = 2
+
+
+class PluginError(DlguideError):
+    """A plugin failed to load or register (raised only in strict mode)."""
+
+
+class CheckpointError(DlguideError):
+    """A checkpoint is missing, corrupt, or was not written by dlguide."""
+
+
+class RunError(DlguideError):
+    """A run stopped for a reason the user must see (NaN loss, interruption)."""
+
+
+class RunInterrupted(RunError):
+    """SIGINT/SIGTERM arrived; a checkpoint was saved and the run can be resumed."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """Return "; did you mean 'x'?" for the closest of ``choices``, or "" when none is close.
+
+    Only names about as close as the best one are offered, so a shared prefix alone
+    ("vision.") does not drag in every name of a domain.
+    """
+    scored = []
+    for choice in choices:
+        matcher = difflib.SequenceMatcher(None, name, choice)
+        if matcher.real_quick_ratio() >= 0.6 and matcher.quick_ratio() >= 0.6:
+            scored.append((matcher.ratio(), choice))
+    scored = sorted((s for s in scored if s[0] >= 0.6), reverse=True)
+    if not scored:
+        return ""
+    best = scored[0][0]
+    matches = [choice for score, choice in scored if score >= best - 0.1][:3]
+    return "; did you mean " + " or ".join(repr(m) for m in matches) + "?"

@@ -1,0 +1,173 @@
+"""Finding, loading and reporting plugins.
+
+Each entry point of the ``dlguide`` group is loaded and registered on its own, so one
+broken plugin is reported (``dlguide plugins``) and never takes the others down.
+``DLGUIDE_STRICT_PLUGINS=1`` makes any failure a hard error; ``DLGUIDE_DISABLE_PLUGINS=a,b``
+skips plugins by entry-point name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import types
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+
+import pluggy
+
+from dlguide import hookspecs
+from dlguide.errors import PluginError
+from dlguide.registry import Registry
+
+GROUP = "dlguide"
+
+
+@dataclass
+class PluginInfo:
+    """What ``dlguide plugins`` shows for one plugin."""
+
+    name: str
+    distribution: str
+    version: str
+    hooks: list[str] = field(default_factory=list)
+    status: str = "ok"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "hooks": self.hooks,
+            "status": self.status,
+        }
+
+
+@dataclass
+class Runtime:
+    """A plugin manager with its plugins loaded and their registrations collected."""
+
+    pm: pluggy.PluginManager
+    registry: Registry
+    plugins: list[PluginInfo]
+
+    @property
+    def hook(self) -> pluggy.HookRelay:
+        return self.pm.hook
+
+
+def new_plugin_manager() -> pluggy.PluginManager:
+    """A plugin manager with the dlguide hook specs and no plugins."""
+    pm = pluggy.PluginManager(GROUP)
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _disabled_names() -> set[str]:
+    return {n.strip() for n in os.environ.get("DLGUIDE_DISABLE_PLUGINS", "").split(",") if n.strip()}
+
+
+def _hook_names(pm: pluggy.PluginManager, plugin: object) -> list[str]:
+    return sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
+
+
+def _describe(exc: BaseException) -> str:
+    return f"error: {type(exc).__name__}: {exc}".replace("\n", " ")
+
+
+def _check_unknown_hooks(plugin: object, name: str) -> None:
+    """pluggy accepts unknown ``dlguide_*`` names silently; a typo should not be silent."""
+    known = {n for n in dir(hookspecs) if n.startswith("dlguide_")}
+    for attr in dir(plugin):
+        if attr.startswith("dlguide_") and callable(getattr(plugin, attr)) and attr not in known:
+            raise PluginError(f"plugin {name!r} implements unknown hook {attr!r}")
+
+
+def load_runtime(
+    *,
+    strict: bool | None = None,
+    disable: Iterable[str] | None = None,
+    extra: Mapping[str, object] | None = None,
+    use_entry_points: bool = True,
+) -> Runtime:
+    """Load the ``dlguide`` entry points (and ``extra`` name -> module) into a new Runtime.
+
+    ``strict`` and ``disable`` default to ``DLGUIDE_STRICT_PLUGINS`` and
+    ``DLGUIDE_DISABLE_PLUGINS``.
+    """
+    strict = _env_flag("DLGUIDE_STRICT_PLUGINS") if strict is None else strict
+    disabled = _disabled_names() if disable is None else set(disable)
+    pm = new_plugin_manager()
+    registry = Registry()
+    infos: list[PluginInfo] = []
+
+    candidates: list[tuple[str, EntryPoint | object]] = []
+    if use_entry_points:
+        seen: set[str] = set()
+        for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
+            if ep.name not in seen:  # the same dist on sys.path twice lists its entry points twice
+                seen.add(ep.name)
+                candidates.append((ep.name, ep))
+    candidates.extend((extra or {}).items())
+
+    for name, source in candidates:
+        dist, version = _distribution_of(source)
+        info = PluginInfo(name, dist, version)
+        infos.append(info)
+        if name in disabled:
+            info.status = "disabled"
+            continue
+        plugin: object | None = None
+        try:
+            plugin = source.load() if isinstance(source, EntryPoint) else source
+            _check_unknown_hooks(plugin, name)
+            pm.register(plugin, name=name)
+            info.hooks = _hook_names(pm, plugin)
+            registry.owner = name
+            if hasattr(plugin, "dlguide_register"):
+                plugin.dlguide_register(registry=registry)
+        except Exception as exc:  # a broken plugin must never take the others down
+            registry.remove_owner(name)
+            if plugin is not None and pm.is_registered(plugin):
+                pm.unregister(plugin)
+            info.status = _describe(exc)
+            if strict:
+                raise PluginError(f"plugin {name!r} failed to load: {type(exc).__name__}: {exc}") from exc
+        finally:
+            registry.owner = "<direct>"
+    return Runtime(pm, registry, infos)
+
+
+def _distribution_of(source: EntryPoint | object) -> tuple[str, str]:
+    if isinstance(source, EntryPoint) and source.dist is not None:
+        return source.dist.name, source.dist.version
+    module = source if isinstance(source, types.ModuleType) else None
+    return (module.__name__ if module else "<local>"), "-"
+
+
+_current: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    """The process-wide runtime, loaded from entry points on first use."""
+    global _current
+    if _current is None:
+        _current = load_runtime()
+    return _current
+
+
+@contextlib.contextmanager
+def use_runtime(runtime: Runtime) -> Iterator[Runtime]:
+    """Make ``runtime`` the current one inside the block (tests, isolated plugin loading)."""
+    global _current
+    previous, _current = _current, runtime
+    try:
+        yield runtime
+    finally:
+        _current = previous
+

@@ -1,0 +1,106 @@
+"""Named tasks, models and datasets, registered lazily as ``"package.module:Attr"`` strings.
+
+Nothing is imported at registration, so ``dlguide list`` and ``dlguide --help`` stay free
+of torch. ``Registry.load`` imports the target when a run needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from dlguide.errors import UsageError, did_you_mean
+
+Kind = Literal["task", "model", "dataset"]
+KINDS: tuple[Kind, ...] = ("task", "model", "dataset")
+
+_TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_TASK_NAME = re.compile(r"^[a-z][a-z0-9_-]*\.[a-z][a-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered name: what it is, where it lives, who registered it."""
+
+    kind: Kind
+    name: str
+    target: str
+    summary: str
+    owner: str
+    demo: Mapping[str, Any] | None = field(default=None, compare=False)
+
+    def load(self) -> Any:
+        """Import and return the target object."""
+        module_name, _, attr = self.target.partition(":")
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+
+class Registry:
+    """Tasks, models and datasets by name. Plugins receive one in ``dlguide_register``."""
+
+    def __init__(self) -> None:
+        self._entries: dict[Kind, dict[str, Entry]] = {kind: {} for kind in KINDS}
+        self.owner = "<direct>"
+
+    def add_task(
+        self, name: str, target: str, summary: str, *, demo: Mapping[str, Any] | None = None
+    ) -> None:
+        """Register a task ``<domain>.<task>``; ``demo`` holds the config overrides of its short demo."""
+        if not _TASK_NAME.match(name):
+            raise UsageError(f"task name {name!r} must look like '<domain>.<task>', e.g. 'vision.classify'")
+        self._add("task", name, target, summary, demo)
+
+    def add_model(self, name: str, target: str, summary: str) -> None:
+        """Register a model builder (a callable returning an ``nn.Module``)."""
+        self._add("model", name, target, summary, None)
+
+    def add_dataset(self, name: str, target: str, summary: str) -> None:
+        """Register a dataset builder."""
+        self._add("dataset", name, target, summary, None)
+
+    def _add(self, kind: Kind, name: str, target: str, summary: str, demo: Mapping[str, Any] | None) -> None:
+        if not _TARGET.match(target):
+            raise UsageError(f"{kind} {name!r}: target {target!r} must look like 'package.module:Attr'")
+        if not summary.strip() or "\n" in summary.strip():
+            raise UsageError(f"{kind} {name!r}: the summary must be one non-empty line")
+        existing = self._entries[kind].get(name)
+        if existing is not None:
+            raise UsageError(
+                f"duplicate {kind} {name!r}: registered by {existing.owner!r} ({existing.target}) "
+                f"and by {self.owner!r} ({target})"
+            )
+        self._entries[kind][name] = Entry(kind, name, target, summary.strip(), self.owner, demo)
+
+    def get(self, kind: Kind, name: str) -> Entry:
+        """Return the entry, or raise ``UsageError`` naming the closest registered names."""
+        try:
+            return self._entries[kind][name]
+        except KeyError:
+            known = self._entries[kind]
+            hint = did_you_mean(name, known) or (
+                f"; known {kind}s: {', '.join(sorted(known))}" if known else f"; no {kind}s are registered"
+            )
+            raise UsageError(f"unknown {kind} {name!r}{hint}") from None
+
+    def load(self, kind: Kind, name: str) -> Any:
+        """Import the named target."""
+        return self.get(kind, name).load()
+
+    def entries(self, kind: Kind | None = None) -> Iterator[Entry]:
+        """All entries of one kind (or all kinds), sorted by name."""
+        for k in (kind,) if kind else KINDS:
+            yield from sorted(self._entries[k].values(), key=lambda e: e.name)
+
+    def names(self, kind: Kind) -> list[str]:
+        return sorted(self._entries[kind])
+
+    def remove_owner(self, owner: str) -> None:
+        """Drop everything one plugin registered (used when its registration fails half way)."""
+        for kind in KINDS:
+            self._entries[kind] = {n: e for n, e in self._entries[kind].items() if e.owner != owner}

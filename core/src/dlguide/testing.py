@@ -1,0 +1,77 @@
+"""pytest plugin for plugin authors (installed with dlguide-core, entry point ``pytest11``).
+
+Fixtures:
+
+``dlguide_runtime(*plugins, entry_points=())``
+    A Runtime holding only the given plugin modules (or objects) and the named installed
+    entry points, made current for the test: other installed plugins cannot interfere.
+``dlguide_check_hooks(plugin)``
+    Fails when a plugin implements an unknown hook or a hook with arguments the spec lacks.
+``dlguide_smoke_run(task, **overrides)``
+    Runs a task for one tiny step (``fast_dev_run``) into ``tmp_path`` and checks the run
+    directory it leaves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dlguide.plugins import GROUP, Runtime, load_runtime, new_plugin_manager, use_runtime
+
+
+def check_hooks(plugin: object) -> list[str]:
+    """Validate ``plugin``'s hook implementations against the specs; return the hook names."""
+    from dlguide.plugins import _check_unknown_hooks
+
+    _check_unknown_hooks(plugin, getattr(plugin, "__name__", repr(plugin)))
+    pm = new_plugin_manager()
+    pm.register(plugin)  # pluggy rejects arguments the spec does not have
+    pm.check_pending()
+    return sorted(c.name for c in pm.get_hookcallers(plugin) or [])
+
+
+@pytest.fixture
+def dlguide_runtime() -> Iterator[Callable[..., Runtime]]:
+    stack = contextlib.ExitStack()
+
+    def make(*plugins: object, entry_points: tuple[str, ...] = ()) -> Runtime:
+        extra: dict[str, object] = {}
+        for i, plugin in enumerate(plugins):
+            extra[getattr(plugin, "__name__", f"plugin{i}")] = plugin
+        for name in entry_points:
+            matches = [ep for ep in metadata.entry_points(group=GROUP) if ep.name == name]
+            if not matches:
+                pytest.fail(f"no installed dlguide plugin named {name!r}")
+            extra[name] = matches[0].load()
+        rt = load_runtime(strict=True, disable=(), extra=extra, use_entry_points=False)
+        stack.enter_context(use_runtime(rt))
+        return rt
+
+    with stack:
+        yield make
+
+
+@pytest.fixture
+def dlguide_check_hooks() -> Callable[[object], list[str]]:
+    return check_hooks
+
+
+@pytest.fixture
+def dlguide_smoke_run(tmp_path: Path) -> Callable[..., Any]:
+    from dlguide.runs import run_task
+
+    def smoke(task: str, **overrides: Any) -> Any:
+        sets = ["fast_dev_run=true", *(f"{k}={v}" for k, v in overrides.items())]
+        out = tmp_path / task.replace(".", "-")
+        result = run_task(task, overrides=sets, out=out, progress="none")
+        for name in ("config.yaml", "metrics.jsonl", "metrics.json", "model.safetensors", "checkpoints/last.ckpt"):
+            assert (out / name).is_file(), f"{task}: the run directory lacks {name}"
+        return result
+
+    return smoke

@@ -1,0 +1,398 @@
+"""The Trainer: one loop for every Task.
+
+It owns the loop, the device, precision, gradient accumulation and clipping, seeding,
+checkpoints and exact resume; nothing domain-specific. Everything a person sees
+(progress, logs, checkpoints, early stopping) is a hook implementation from
+``dlguide.callbacks`` registered for the length of the run, so plugins can observe or
+extend any run through the same hooks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dlguide import callbacks as builtin
+from dlguide.checkpoint import atomic_link, atomic_save, capture_rng, load_checkpoint, restore_rng, seed_everything, stamp
+from dlguide.config import to_dict
+from dlguide.data import SeededLoader, resolve_device, to_device
+from dlguide.errors import CheckpointError, RunError, RunInterrupted, UsageError
+from dlguide.optim import Schedule, build_optimizer
+from dlguide.plugins import Runtime, get_runtime
+from dlguide.rundir import RunDir
+from dlguide.task import Task
+
+
+def flatten_metrics(prefix: str, values: Mapping[str, Any], names: list[str] | None) -> dict[str, float]:
+    """``{"acc": t(0.9), "recall": t([.8, .9])}`` -> ``{"val/acc": .9, "val/recall/cat": .8, ...}``.
+
+    Matrices (a confusion matrix) are left out: the task draws them as pictures.
+    """
+    out: dict[str, float] = {}
+    for key, value in values.items():
+        t = torch.as_tensor(value).detach().float().cpu()
+        if t.dim() == 0:
+            out[f"{prefix}/{key}"] = float(t)
+        elif t.dim() == 1:
+            for i, v in enumerate(t.tolist()):
+                label = names[i] if names and i < len(names) else str(i)
+                out[f"{prefix}/{key}/{label}"] = float(v)
+    return out
+
+
+class Trainer:
+    """Runs one Task into one run directory."""
+
+    def __init__(self, task: Task, run_dir: RunDir, *, runtime: Runtime | None = None,
+                 progress: str = "auto") -> None:
+        self.task = task
+        self.config = task.config
+        self.run_dir = run_dir
+        self.runtime = runtime or get_runtime()
+        self.hook = self.runtime.hook
+        self.progress = progress
+        task.trainer = self
+        cfg = self.config
+        if cfg.fast_dev_run:
+            self.max_epochs, self.limit_train, self.limit_eval = 1, 1, 1
+        else:
+            self.max_epochs, self.limit_train, self.limit_eval = cfg.epochs, cfg.limit_train_batches, cfg.limit_eval_batches
+        self.epoch = 0  # completed epochs
+        self.global_step = 0  # optimizer steps (training batches in manual optimization)
+        self.batch_in_epoch = 0  # training batches done in the current epoch
+        self.should_stop = False
+        self.history: list[dict[str, float]] = []
+        self._partial: dict[str, Any] = {}
+        self._stop_signal: int | None = None
+        self.optimizers: list[torch.optim.Optimizer] = []
+        self.schedules: list[Schedule] = []
+        self.scaler: torch.amp.GradScaler | None = None
+        self.model: nn.Module | None = None
+
+    # -- setup ---------------------------------------------------------------------
+    def _setup(self, with_train: bool = True) -> None:
+        cfg = self.config
+        seed_everything(cfg.seed, cfg.deterministic)
+        self.device = resolve_device(cfg.device)
+        self.splits = self.task.build_data()
+        self.model = self.task.build_model().to(self.device)
+        self.task.model = self.model
+        pin = self.device.type == "cuda"
+
+        def loader(ds: Any, shuffle: bool, limit: int) -> SeededLoader | None:
+            if ds is None:
+                return None
+            return SeededLoader(ds, cfg.batch_size, shuffle, cfg.seed, cfg.num_workers, pin, limit)
+
+        self.train_loader = loader(self.splits.train, True, self.limit_train) if with_train else None
+        self.val_loader = loader(self.splits.val, False, self.limit_eval)
+        self.test_loader = loader(self.splits.test, False, self.limit_eval)
+        if cfg.precision == "bf16":
+            self.autocast = lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)
+        elif cfg.precision == "16-mixed":
+            self.autocast = lambda: torch.autocast(self.device.type, dtype=torch.float16)
+            if self.device.type == "cuda":
+                self.scaler = torch.amp.GradScaler("cuda")
+        else:
+            self.autocast = contextlib.nullcontext
+        if not with_train:
+            return
+        opts = self.task.configure_optimizers()
+        if opts is None:
+            opts = [build_optimizer(cfg, self.model.parameters())]
+        self.optimizers = list(opts) if isinstance(opts, (list, tuple)) else [opts]
+        assert self.train_loader is not None
+        steps = self.train_loader.num_batches
+        if self.task.automatic_optimization:
+            steps = math.ceil(steps / cfg.accumulate_grad_batches)
+        self.steps_per_epoch = max(1, steps)
+        self.schedules = [Schedule(cfg, opt, self.steps_per_epoch) for opt in self.optimizers]
+
+    # -- checkpoints ---------------------------------------------------------------
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Everything needed to continue this run exactly where it stands."""
+        assert self.model is not None
+        ckpt: dict[str, Any] = {
+            "dlguide": stamp(self.task.name),
+            "config": to_dict(self.config),
+            "meta": dict(self.task.meta),
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "batch_in_epoch": self.batch_in_epoch,
+            "partial": {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in self._partial.items()},
+            "history": list(self.history),
+            "model": self.model.state_dict(),
+            "optimizers": [o.state_dict() for o in self.optimizers],
+            "schedules": [s.state_dict() for s in self.schedules],
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": capture_rng(),
+            "callbacks": {},
+        }
+        self.hook.dlguide_save_checkpoint(trainer=self, checkpoint=ckpt)
+        return ckpt
+
+    def save_checkpoint(self, path: Path, kind: str, same_as: Path | None = None) -> Path:
+        """Write a checkpoint atomically and tell the plugins; ``same_as`` names a checkpoint
+        just written for this same state, which is linked instead of serialised again."""
+        if same_as is not None:
+            atomic_link(same_as, path)
+        else:
+            atomic_save(self.checkpoint_state(), path)
+        self.hook.dlguide_checkpoint_saved(trainer=self, path=path, kind=kind)
+        return path
+
+    def _restore(self, path: Path) -> None:
+        ckpt = load_checkpoint(path, self.task.name)
+        assert self.model is not None
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            if len(ckpt["optimizers"]) != len(self.optimizers):
+                raise CheckpointMismatch(f"{len(ckpt['optimizers'])} optimizers, the task has {len(self.optimizers)}")
+            for opt, state in zip(self.optimizers, ckpt["optimizers"]):
+                opt.load_state_dict(state)
+            for sched, state in zip(self.schedules, ckpt["schedules"]):
+                sched.load_state_dict(state)
+        except (RuntimeError, ValueError, KeyError, CheckpointMismatch) as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise CheckpointError(f"{path} does not fit this task's model: {first[:200]}") from None
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.epoch = int(ckpt["epoch"])
+        self.global_step = int(ckpt["global_step"])
+        self.batch_in_epoch = int(ckpt["batch_in_epoch"])
+        self._partial = dict(ckpt.get("partial") or {})
+        self.history = list(ckpt.get("history") or [])
+        self.hook.dlguide_load_checkpoint(trainer=self, checkpoint=ckpt)
+        restore_rng(ckpt["rng"])
+
+    # -- signals -------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _catch_signals(self) -> Iterator[None]:
+        def handler(signum: int, frame: Any) -> None:
+            if self._stop_signal is not None:  # a second signal: stop now
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+
+        previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous[sig] = signal.signal(sig, handler)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        try:
+            yield
+        finally:
+            for sig, prev in previous.items():
+                signal.signal(sig, prev)
+
+    def _interrupt(self) -> None:
+        signum = self._stop_signal or signal.SIGINT
+        path = self.save_checkpoint(self.run_dir.last_ckpt, "interrupt")
+        name = signal.Signals(signum).name
+        raise RunInterrupted(
+            f"{name} received at epoch {self.epoch + 1}, batch {self.batch_in_epoch}; checkpoint saved to {path}; "
+            f"continue with: dlguide resume {self.run_dir.path}", signum)
+
+    # -- the loop ------------------------------------------------------------------
+    def fit(self, ckpt_path: Path | None = None) -> dict[str, float]:
+        """Train for ``epochs`` (continuing from ``ckpt_path`` if given), then test; return final metrics."""
+        self._setup()
+        cfg = self.config
+        plugins = builtin.run_plugins(self)
+        for name, plugin in plugins.items():
+            self.runtime.pm.register(plugin, name=name)
+        try:
+            if ckpt_path is not None:
+                self._restore(ckpt_path)
+                self.run_dir.truncate_epochs(self.epoch)
+            self.run_dir.write_config(self.task.name, to_dict(cfg))
+            self.run_dir.write_meta(self.task.meta)
+            with self._catch_signals():
+                self.hook.dlguide_run_start(trainer=self)
+                while self.epoch < self.max_epochs and not self.should_stop:
+                    self.hook.dlguide_epoch_start(trainer=self, epoch=self.epoch + 1)
+                    metrics = self._train_epoch()
+                    if self.val_loader is not None:
+                        metrics.update(self._evaluate("val", self.val_loader))
+                    metrics["epoch"] = self.epoch + 1
+                    metrics["lr"] = self.optimizers[0].param_groups[0]["lr"]
+                    monitored = metrics.get(cfg.monitor)
+                    for sched in self.schedules:
+                        sched.epoch_end(monitored)
+                    self.epoch += 1
+                    self.batch_in_epoch = 0
+                    self._partial = {}
+                    self.history.append(metrics)
+                    self.hook.dlguide_epoch_end(trainer=self, epoch=self.epoch, metrics=metrics)
+                    if self._stop_signal is not None:
+                        self._interrupt()
+                final = self._finish()
+            self.hook.dlguide_run_end(trainer=self, metrics=final)
+            return final
+        except BaseException as exc:
+            self.hook.dlguide_run_exception(trainer=self, exception=exc)
+            raise
+        finally:
+            for name in plugins:
+                self.runtime.pm.unregister(name=name)
+
+    def _train_epoch(self) -> dict[str, float]:
+        cfg, task, model = self.config, self.task, self.model
+        assert model is not None and self.train_loader is not None
+        model.train()
+        accum = cfg.accumulate_grad_batches if task.automatic_optimization else 1
+        sums: dict[str, Any] = dict(self._partial.get("sums", {}))
+        count = int(self._partial.get("count", 0))
+        start = self.batch_in_epoch
+        n_batches = self.train_loader.num_batches
+        for batch_idx, batch in enumerate(self.train_loader.epoch(self.epoch, start), start=start):
+            batch = to_device(batch, self.device, non_blocking=True)
+            n = task.batch_size_of(batch)
+            if task.automatic_optimization:
+                # the last, short accumulation window is averaged over the batches it has
+                window = min(accum, n_batches - (batch_idx // accum) * accum)
+                with self.autocast():
+                    out = task.training_step(batch, batch_idx)
+                loss = out["loss"] if isinstance(out, Mapping) else out
+                self._check_finite(loss, batch_idx)
+                self.backward(loss / window if window > 1 else loss)
+                if (batch_idx + 1) % accum == 0 or batch_idx + 1 == n_batches:
+                    self.optimizer_step(self.optimizers[0], self.schedules[0])
+            else:
+                out = task.training_step(batch, batch_idx)
+                self.global_step += 1
+            logs = out if isinstance(out, Mapping) else {"loss": out}
+            logs = {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in logs.items()}
+            for key, value in logs.items():
+                if key == "loss" or not task.automatic_optimization:
+                    self._check_finite(value, batch_idx, key)
+                sums[key] = sums.get(key, 0.0) + value * n
+            count += n
+            self.batch_in_epoch = batch_idx + 1
+            self._partial = {"sums": sums, "count": count}
+            self.last_batch_size = n
+            self.hook.dlguide_train_batch_end(trainer=self, batch_idx=batch_idx, loss=logs.get("loss"))
+            at_step_boundary = (batch_idx + 1) % accum == 0
+            if self._stop_signal is not None and at_step_boundary and self.batch_in_epoch < n_batches:
+                self._interrupt()
+        return {f"train/{k}": float(v) / max(count, 1) for k, v in sums.items()}
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backpropagate, through the grad scaler when one is active (for manual optimization too)."""
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer, schedule: Schedule | None = None) -> None:
+        """Unscale, clip, step, zero the gradients and advance the schedule of one optimizer."""
+        if self.config.gradient_clip_norm > 0:
+            if self.scaler is not None:
+                self.scaler.unscale_(optimizer)
+            params = [p for g in optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.config.gradient_clip_norm)
+        if self.scaler is not None:
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if schedule is None and optimizer in self.optimizers:
+            schedule = self.schedules[self.optimizers.index(optimizer)]
+        if schedule is not None:
+            schedule.step()
+        if self.task.automatic_optimization:
+            self.global_step += 1
+
+    def _check_finite(self, value: Any, batch_idx: int, key: str = "loss") -> None:
+        if isinstance(value, torch.Tensor) and not bool(torch.isfinite(value).all()):
+            last = self.run_dir.last_ckpt
+            kept = f"last good checkpoint kept: {last}" if last.exists() else "no checkpoint had been written yet"
+            raise RunError(
+                f"{key} is {float(value.detach().float().mean())} at epoch {self.epoch + 1}, batch {batch_idx}, "
+                f"step {self.global_step}; run stopped, {kept}")
+
+    @torch.no_grad()
+    def _evaluate(self, stage: str, loader: SeededLoader) -> dict[str, float]:
+        task, model = self.task, self.model
+        assert model is not None
+        metrics = self.make_metrics(stage)
+        model.eval()
+        loss_sum: Any = 0.0
+        count = 0
+        step = task.validation_step if stage == "val" else task.test_step
+        for batch in loader.epoch(0):
+            batch = to_device(batch, self.device, non_blocking=True)
+            with self.autocast():
+                loss = step(batch, metrics)
+            if loss is not None:
+                n = task.batch_size_of(batch)
+                loss_sum = loss_sum + loss.detach().float() * n
+                count += n
+        model.train()
+        out = flatten_metrics(stage, {k: m.compute() for k, m in metrics.items()} if metrics else {},
+                              list(task.class_names() or []))
+        if count:
+            out[f"{stage}/loss"] = float(loss_sum) / count
+        self.last_metrics_objects = metrics
+        return out
+
+    def make_metrics(self, stage: str) -> dict[str, Any]:
+        configured = self.task.configure_metrics(stage) or {}
+        return {k: m.to(self.device) for k, m in dict(configured).items()}
+
+    # -- the end of a run ----------------------------------------------------------
+    def _finish(self) -> dict[str, float]:
+        """Test the best weights (by ``monitor``), save them as safetensors, write metrics and pictures."""
+        from safetensors.torch import save_model
+
+        assert self.model is not None
+        best = self.run_dir.best_ckpt
+        if best.exists():
+            self.model.load_state_dict(load_checkpoint(best, self.task.name)["model"])
+        final = {k: v for k, v in (self.history[-1] if self.history else {}).items() if "/" in k}
+        self.last_metrics_objects = {}
+        if self.test_loader is not None:
+            final.update(self._evaluate("test", self.test_loader))
+        tmp = self.run_dir.weights.with_name(".model.safetensors.tmp")
+        save_model(self.model, str(tmp))
+        tmp.replace(self.run_dir.weights)
+        self.run_dir.write_final(final)
+        self.task.write_artifacts(self.run_dir.path, self.last_metrics_objects)
+        return final
+
+    def evaluate(self, weights: Path, stage: str = "test") -> dict[str, float]:
+        """Evaluate saved weights on ``stage`` without training (``dlguide eval``)."""
+        self._setup(with_train=False)
+        assert self.model is not None
+        load_weights(self.model, weights)
+        loader = self.test_loader if stage == "test" else self.val_loader
+        if loader is None:
+            raise UsageError(f"task {self.task.name!r} has no {stage} split to evaluate")
+        return self._evaluate(stage, loader)
+
+
+class CheckpointMismatch(Exception):
+    """A checkpoint's contents do not match the task's model or optimizers."""
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load safetensors weights into ``model`` or raise a clear CheckpointError."""
+    from safetensors.torch import load_model
+
+    if not path.is_file():
+        raise CheckpointError(f"weights not found: {path}")
+    try:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        load_model(model, str(path), device=str(device))
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} cannot be loaded into this task's model: {first[:200]}") from None
+

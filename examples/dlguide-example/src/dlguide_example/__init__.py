@@ -1,0 +1,1 @@
+"""A minimal third-party dlguide plugin; see plugin.py (registration) and sine.py (the task)."""

@@ -1,0 +1,1 @@
+"""dlguide-medical: the medical chapter of dlguide as a plugin."""

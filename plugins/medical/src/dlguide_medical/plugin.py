@@ -1,0 +1,4 @@
+"""Entry point of dlguide-medical. Imported by ``dlguide list``: keep it free of heavy imports.
+
+The plugin is packaged and discovered; its tasks are not implemented yet, so it registers nothing.
+"""

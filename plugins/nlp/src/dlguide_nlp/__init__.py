@@ -1,0 +1,1 @@
+"""dlguide-nlp: the nlp chapter of dlguide as a plugin."""

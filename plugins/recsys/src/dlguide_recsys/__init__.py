@@ -1,0 +1,1 @@
+"""dlguide-recsys: the recsys chapter of dlguide as a plugin."""

@@ -1,0 +1,1 @@
+"""dlguide-vision: image classification (and, later, image generation) as a dlguide plugin."""

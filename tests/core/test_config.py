@@ -1,0 +1,104 @@
+"""Typed configs: merge order, type checks, nested dotted keys and one-line errors."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+from dlguide.config import describe, option, parse_overrides, resolve, to_dict
+from dlguide.errors import UsageError
+from dlguide.task import TrainConfig
+
+
+@dataclasses.dataclass
+class Augment:
+    flip: bool = option(False, "random horizontal flips")
+    degrees: float = option(0.0, "random rotation range")
+
+
+@dataclasses.dataclass
+class DemoConfig(TrainConfig):
+    model: str = option("cnn", "architecture", choices=("cnn", "lenet5"))
+    channels: list[int] = option([16, 32], "conv channels per block")
+    augment: Augment = option(Augment(), "augmentation settings")
+    weights: Optional[Path] = option(None, "initial weights")
+
+
+def test_defaults_then_base_then_file_then_overrides(tmp_path):
+    (tmp_path / "c.yaml").write_text("epochs: 7\nlr: 0.5\naugment:\n  flip: true\n  degrees: 10\n")
+    cfg = resolve(DemoConfig, base={"epochs": 3, "batch_size": 16}, file=tmp_path / "c.yaml",
+                  overrides=["lr=0.25", "augment.degrees=15", "channels=8,16,32"])
+    assert cfg.epochs == 7  # the file beats the base
+    assert cfg.batch_size == 16  # the base beats the default
+    assert cfg.lr == 0.25  # --set beats the file
+    assert cfg.augment == Augment(flip=True, degrees=15.0)
+    assert cfg.channels == [8, 16, 32]
+    assert cfg.optimizer == "adam"
+
+
+def test_toml_file_and_yaml_list_override(tmp_path):
+    (tmp_path / "c.toml").write_text('optimizer = "sgd"\n[augment]\nflip = true\n')
+    cfg = resolve(DemoConfig, file=tmp_path / "c.toml", overrides=["channels=[4, 8]", "weights=none"])
+    assert cfg.optimizer == "sgd" and cfg.augment.flip and cfg.channels == [4, 8] and cfg.weights is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["epochs=abc"], "invalid value for 'epochs': 'abc' is not an int"),
+        (["lr=fast"], "invalid value for 'lr': 'fast' is not a number"),
+        (["epoch=3"], "unknown config key 'epoch'; did you mean 'epochs'?"),
+        (["augment.flp=true"], "unknown config key 'augment.flp'; did you mean 'flip'"),
+        (["augment.flip=maybe"], "is not a boolean"),
+        (["optimizer=adamm"], "expected one of sgd, momentum, nesterov, adam, adamw, rmsprop; did you mean 'adam'"),
+        (["model=resnet"], "expected one of cnn, lenet5"),
+        (["channels=a,b"], "invalid value for 'channels': 'a' is not an int"),
+        (["epochs=0"], "expected an integer >= 1"),
+        (["lr=-1"], "expected a number > 0"),
+        (["data_dir=/no/such/folder"], "data_dir not found: /no/such/folder"),
+        (["noequals"], "expected key=value"),
+    ],
+)
+def test_usage_errors_name_the_key_and_value(overrides, message):
+    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace("?", r"\?").replace("[", r"\[")):
+        resolve(DemoConfig, overrides=overrides)
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(UsageError, match="config file not found"):
+        resolve(DemoConfig, file=tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("epochs: [1,\n")
+    with pytest.raises(UsageError, match="cannot parse config file"):
+        resolve(DemoConfig, file=tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(UsageError, match="must hold a mapping"):
+        resolve(DemoConfig, file=tmp_path / "list.yaml")
+    (tmp_path / "typed.yaml").write_text("epochs: 2.5\n")
+    with pytest.raises(UsageError, match="invalid value for 'epochs': 2.5 is not an int"):
+        resolve(DemoConfig, file=tmp_path / "typed.yaml")
+
+
+def test_describe_and_round_trip():
+    keys = {f.key: f for f in describe(DemoConfig)}
+    assert keys["augment.flip"].type == "bool" and keys["augment.flip"].help == "random horizontal flips"
+    assert keys["model"].choices == ("cnn", "lenet5")
+    assert keys["weights"].type == "Path | None"
+    cfg = resolve(DemoConfig, overrides=["augment.flip=yes", "weights=/tmp"])
+    again = resolve(DemoConfig, base=to_dict(cfg))
+    assert again == cfg
+
+
+def test_parse_overrides_nests_dotted_keys():
+    assert parse_overrides(["a.b=1", "a.c=x", "d=2=3"]) == {"a": {"b": "1", "c": "x"}, "d": "2=3"}
+    with pytest.raises(UsageError, match="both as a value and a section"):
+        parse_overrides(["a=1", "a.b=2"])
+
+
+def test_monitor_mode_follows_the_metric_name():
+    assert resolve(TrainConfig, overrides=["monitor=val/loss"]).resolved_monitor_mode == "min"
+    assert resolve(TrainConfig, overrides=["monitor=val/accuracy"]).resolved_monitor_mode == "max"
+    assert resolve(TrainConfig, overrides=["monitor=val/hd95"]).resolved_monitor_mode == "min"
+    assert resolve(TrainConfig, overrides=["monitor=val/loss", "monitor_mode=max"]).resolved_monitor_mode == "max"

@@ -1,0 +1,246 @@
+"""The Trainer's guarantees: exact resume, extension, NaN guard, atomic checkpoints,
+early stopping, accumulation, optimizers and schedules, checkpoint errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from dlguide import hookimpl
+from dlguide.checkpoint import load_checkpoint
+from dlguide.errors import CheckpointError, RunError, RunInterrupted, UsageError
+from dlguide.runs import resume_run, run_task
+
+FAST = ["samples=512", "batch_size=32", "hidden=16"]  # 384 training samples: 12 batches per epoch
+
+
+def read_metrics(path):
+    return json.loads((path / "metrics.json").read_text())
+
+
+class SignalAt:
+    """A run plugin that sends this process a signal at one point of the run (a user's Ctrl-C)."""
+
+    def __init__(self, *, step=None, epoch=None, signum=signal.SIGINT):
+        self.step, self.epoch, self.signum, self.sent = step, epoch, signum, False
+
+    @hookimpl
+    def dlguide_train_batch_end(self, trainer, batch_idx, loss):
+        if self.step is not None and trainer.global_step == self.step and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), self.signum)
+
+    @hookimpl
+    def dlguide_epoch_end(self, trainer, epoch, metrics):
+        if self.epoch is not None and epoch == self.epoch and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize("where", [{"step": 17}, {"epoch": 2}], ids=["mid-epoch", "epoch-boundary"])
+def test_interrupted_run_resumes_to_identical_metrics(toy_runtime, tmp_path, where):
+    sets = [*FAST, "epochs=4", "dropout=0.2", "scheduler=cosine", "warmup_steps=5"]
+    full = run_task("example.sine", overrides=sets, out=tmp_path / "full", runtime=toy_runtime, progress="none")
+
+    toy_runtime.pm.register(SignalAt(**where), name="signaller")
+    with pytest.raises(RunInterrupted) as info:
+        run_task("example.sine", overrides=sets, out=tmp_path / "cut", runtime=toy_runtime, progress="none")
+    toy_runtime.pm.unregister(name="signaller")
+    assert info.value.exit_code == 128 + signal.SIGINT
+    assert "dlguide resume" in str(info.value)
+    assert not (tmp_path / "cut" / "metrics.json").exists()
+
+    resumed = resume_run(tmp_path / "cut", runtime=toy_runtime, progress="none")
+    assert resumed.metrics.keys() == full.metrics.keys()
+    for key, value in full.metrics.items():
+        assert resumed.metrics[key] == pytest.approx(value, abs=1e-6), key
+    rows = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+
+
+def test_finished_run_is_extended(toy_runtime, tmp_path):
+    out = tmp_path / "run"
+    run_task("example.sine", overrides=[*FAST, "epochs=2"], out=out, runtime=toy_runtime, progress="none")
+    with pytest.raises(UsageError, match="already finished 2 epochs"):
+        resume_run(out, runtime=toy_runtime, progress="none")
+    resume_run(out, overrides=["epochs=4"], runtime=toy_runtime, progress="none")
+    rows = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert load_checkpoint(out / "checkpoints" / "last.ckpt")["epoch"] == 4
+    assert "epochs: 4" in (out / "config.yaml").read_text()
+
+
+def test_nan_loss_stops_run_and_keeps_last_good_checkpoint(toy_runtime, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(RunError, match=r"loss is nan at epoch 2, batch 5, step 17"):
+        run_task("toy.nan", overrides=[*FAST, "epochs=3", "nan_at_step=18"], out=out, runtime=toy_runtime,
+                 progress="none")
+    ckpt = load_checkpoint(out / "checkpoints" / "last.ckpt")
+    assert ckpt["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in ckpt["model"].values())
+    assert not (out / "metrics.json").exists()
+
+
+def test_failed_checkpoint_write_keeps_previous_file(toy_runtime, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    run_task("example.sine", overrides=[*FAST, "epochs=1"], out=out, runtime=toy_runtime, progress="none")
+    last = out / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+
+    def torn_write(obj, fh):
+        fh.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr("dlguide.checkpoint.torch.save", torn_write)
+    with pytest.raises(OSError, match="disk full"):
+        resume_run(out, overrides=["epochs=2"], runtime=toy_runtime, progress="none")
+    assert last.read_bytes() == before
+    assert load_checkpoint(last)["epoch"] == 1
+    assert [p.name for p in last.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_early_stopping_stops_when_monitor_stalls(toy_runtime, tmp_path):
+    # an update far below float32 resolution leaves the weights, and val/loss, unchanged
+    sets = [*FAST, "epochs=10", "optimizer=sgd", "lr=1e-30", "dropout=0", "early_stopping_patience=2"]
+    run_task("example.sine", overrides=sets, out=tmp_path / "run", runtime=toy_runtime, progress="none")
+    rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 3  # the first epoch sets the best, two more without improvement stop the run
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["callbacks"]["early_stopping"]
+    assert state["wait"] == 2
+
+
+def test_accumulated_batches_equal_one_large_batch(toy_runtime, tmp_path):
+    common = ["samples=1024", "hidden=16", "dropout=0", "epochs=1", "optimizer=sgd", "lr=0.1"]
+    small = run_task("example.sine", overrides=[*common, "batch_size=32", "accumulate_grad_batches=4"],
+                     out=tmp_path / "acc", runtime=toy_runtime, progress="none")
+    large = run_task("example.sine", overrides=[*common, "batch_size=128"], out=tmp_path / "big",
+                     runtime=toy_runtime, progress="none")
+    a = load_checkpoint(small.run_dir / "checkpoints" / "last.ckpt")
+    b = load_checkpoint(large.run_dir / "checkpoints" / "last.ckpt")
+    assert a["global_step"] == b["global_step"] == 6
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop"])
+def test_each_optimizer_trains(toy_runtime, tmp_path, optimizer):
+    lr = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05}.get(optimizer, 0.01)
+    res = run_task("example.sine", overrides=[*FAST, "epochs=3", f"optimizer={optimizer}", f"lr={lr}"],
+                   out=tmp_path / optimizer, runtime=toy_runtime, progress="none")
+    rows = [json.loads(r) for r in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["train/loss"] < rows[0]["train/loss"]
+    opt_state = load_checkpoint(res.run_dir / "checkpoints" / "last.ckpt")["optimizers"][0]
+    group = opt_state["param_groups"][0]
+    if optimizer in ("momentum", "nesterov"):
+        assert group["momentum"] == 0.9 and group["nesterov"] == (optimizer == "nesterov")
+
+
+def lr_trace(scheduler, steps_per_epoch=10, epochs=3, **extra):
+    from dlguide.config import resolve
+    from dlguide.optim import Schedule, build_optimizer
+    from dlguide.task import TrainConfig
+
+    cfg = resolve(TrainConfig, overrides=[f"scheduler={scheduler}", f"epochs={epochs}", "lr=0.1",
+                                          *(f"{k}={v}" for k, v in extra.items())])
+    opt = build_optimizer(cfg, [torch.nn.Parameter(torch.zeros(1))])
+    sched = Schedule(cfg, opt, steps_per_epoch)
+    trace = []
+    for epoch in range(epochs):
+        for _ in range(steps_per_epoch):
+            trace.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        sched.epoch_end(1.0)  # a monitored value that never improves
+    return trace
+
+
+def test_schedules_shape_the_learning_rate():
+    assert set(lr_trace("none")) == {0.1}
+    step = lr_trace("step", lr_step_epochs=1)
+    assert step[0] == pytest.approx(0.1) and step[10] == pytest.approx(0.01) and step[20] == pytest.approx(0.001)
+    cosine = lr_trace("cosine")
+    assert cosine[0] == pytest.approx(0.1) and cosine[-1] < 0.001 and cosine == sorted(cosine, reverse=True)
+    onecycle = lr_trace("onecycle")
+    peak = max(range(len(onecycle)), key=onecycle.__getitem__)
+    assert onecycle[0] < 0.01 and onecycle[peak] == pytest.approx(0.1, rel=0.05) and onecycle[-1] < 1e-4
+    plateau = lr_trace("plateau", lr_patience=0, lr_gamma=0.5)
+    assert plateau[0] == 0.1 and plateau[10] == pytest.approx(0.1) and plateau[20] == pytest.approx(0.05)
+    warm = lr_trace("cosine", warmup_steps=5)
+    assert warm[0] < warm[4] < warm[5] and warm[5] == pytest.approx(0.1)
+
+
+def test_scheduler_runs_through_the_trainer(toy_runtime, tmp_path):
+    res = run_task("example.sine", overrides=[*FAST, "epochs=2", "scheduler=step", "lr_step_epochs=1"],
+                   out=tmp_path / "r", runtime=toy_runtime, progress="none")
+    rows = [json.loads(r) for r in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["lr"] == pytest.approx(0.001)  # a decay after the first epoch's 12 steps
+    assert rows[1]["lr"] == pytest.approx(0.0001)
+
+
+def test_two_optimizers_driven_by_the_task_resume_exactly(toy_runtime, tmp_path):
+    sets = [*FAST, "epochs=3"]
+    full = run_task("toy.twoopt", overrides=sets, out=tmp_path / "full", runtime=toy_runtime, progress="none")
+    ckpt = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.ckpt")
+    assert len(ckpt["optimizers"]) == 2 and ckpt["global_step"] == 36
+    assert "train/body_loss" in json.loads((tmp_path / "full" / "metrics.jsonl").read_text().splitlines()[0])
+    toy_runtime.pm.register(SignalAt(step=20), name="signaller")
+    with pytest.raises(RunInterrupted):
+        run_task("toy.twoopt", overrides=sets, out=tmp_path / "cut", runtime=toy_runtime, progress="none")
+    toy_runtime.pm.unregister(name="signaller")
+    resumed = resume_run(tmp_path / "cut", runtime=toy_runtime, progress="none")
+    for key, value in full.metrics.items():
+        assert resumed.metrics[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_corrupt_and_foreign_checkpoints_are_refused(toy_runtime, tmp_path):
+    out = tmp_path / "run"
+    run_task("toy.nan", overrides=[*FAST, "epochs=1", "nan_at_step=1000"], out=out, runtime=toy_runtime,
+             progress="none")
+    last = out / "checkpoints" / "last.ckpt"
+    for content, message in [
+        (b"\x00garbage that is no zip file", "corrupt or not a checkpoint"),
+        (None, "not a dlguide checkpoint"),
+    ]:
+        if content is None:
+            torch.save({"state_dict": {"w": torch.zeros(1)}}, last)
+        else:
+            last.write_bytes(content)
+        with pytest.raises(CheckpointError, match=message):
+            resume_run(out, overrides=["epochs=2"], runtime=toy_runtime, progress="none")
+    # a dlguide checkpoint of another task
+    other = tmp_path / "other"
+    run_task("example.sine", overrides=[*FAST, "epochs=1"], out=other, runtime=toy_runtime, progress="none")
+    last.write_bytes((other / "checkpoints" / "last.ckpt").read_bytes())
+    with pytest.raises(CheckpointError, match="belongs to task 'example.sine', not 'toy.nan'"):
+        resume_run(out, overrides=["epochs=2"], runtime=toy_runtime, progress="none")
+
+
+def test_run_directory_contents(toy_runtime, tmp_path):
+    out = tmp_path / "run"
+    res = run_task("example.sine", overrides=[*FAST, "epochs=2"], out=out, runtime=toy_runtime, progress="none")
+    for name in ("config.yaml", "task.json", "metrics.jsonl", "metrics.json", "model.safetensors",
+                 "learning_curves.png", "checkpoints/last.ckpt", "checkpoints/best.ckpt"):
+        assert (out / name).is_file(), name
+    assert set(res.metrics) >= {"train/loss", "val/loss", "val/r2", "test/loss", "test/r2", "test/mae"}
+    assert (out / "config.yaml").read_text().startswith("task: example.sine\n")
+    assert any((out / "tensorboard").iterdir())
+    with pytest.raises(UsageError, match="already holds a run"):
+        run_task("example.sine", overrides=FAST, out=out, runtime=toy_runtime, progress="none")
+
+
+def test_best_checkpoint_weights_are_the_tested_ones(toy_runtime, tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    run_task("example.sine", overrides=[*FAST, "epochs=3", "monitor=val/r2"], out=out, runtime=toy_runtime,
+             progress="none")
+    best = load_checkpoint(out / "checkpoints" / "best.ckpt")
+    weights = load_file(out / "model.safetensors")
+    for key, value in best["model"].items():
+        torch.testing.assert_close(weights[key], value)
+    assert best["callbacks"]["checkpointer"]["best"] == max(
+        json.loads(r)["val/r2"] for r in (out / "metrics.jsonl").read_text().splitlines())

@@ -1,0 +1,71 @@
+"""Tasks that exist only to drive the Trainer into its corners (NaN, manual optimization)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from dlguide_example.sine import SineConfig, SineRegression
+from torch import nn
+
+from dlguide import hookimpl
+from dlguide.config import option
+
+
+@dataclasses.dataclass
+class NaNConfig(SineConfig):
+    nan_at_step: int = option(30, "training batch (counted over the run) whose loss becomes NaN")
+
+
+class NaNTask(SineRegression):
+    """example.sine whose loss turns NaN at one chosen training batch."""
+
+    Config = NaNConfig
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        self.seen = getattr(self, "seen", 0) + 1
+        return loss * float("nan") if self.seen == self.config.nan_at_step else loss
+
+
+class TwoOptimizerTask(SineRegression):
+    """Two halves of a model, each with its own optimizer, stepped by the task itself (as a GAN does)."""
+
+    automatic_optimization = False
+
+    def build_model(self):
+        return nn.ModuleDict({"body": nn.Sequential(nn.Linear(1, 16), nn.Tanh()), "head": nn.Linear(16, 1)})
+
+    def configure_optimizers(self):
+        return [torch.optim.Adam(self.model["body"].parameters(), lr=0.01),
+                torch.optim.SGD(self.model["head"].parameters(), lr=0.05, momentum=0.9)]
+
+    def _forward(self, x):
+        return self.model["head"](self.model["body"](x))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        trainer = self.trainer
+        body_opt, head_opt = trainer.optimizers
+        body_opt.zero_grad()
+        loss_body = nn.functional.mse_loss(self._forward(x), y)
+        trainer.backward(loss_body)
+        trainer.optimizer_step(body_opt)
+        head_opt.zero_grad()
+        loss_head = nn.functional.mse_loss(self._forward(x), y)
+        trainer.backward(loss_head)
+        trainer.optimizer_step(head_opt)
+        return {"loss": loss_head.detach(), "body_loss": loss_body.detach()}
+
+    def validation_step(self, batch, metrics):
+        x, y = batch
+        pred = self._forward(x)
+        for m in metrics.values():
+            m.update(pred, y)
+        return nn.functional.mse_loss(pred, y)
+
+
+@hookimpl
+def dlguide_register(registry):
+    registry.add_task("toy.nan", "toyplugin:NaNTask", "sine regression whose loss turns NaN")
+    registry.add_task("toy.twoopt", "toyplugin:TwoOptimizerTask", "sine regression with two self-driven optimizers")
