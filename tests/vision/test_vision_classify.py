@@ -1,0 +1,174 @@
+"""vision.classify end to end: registration, a short real training run on digits, its
+pictures, predict on odd image files, and the one-line errors of bad settings."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import dlguide_vision.plugin
+from dlguide.cli import main
+from dlguide.errors import UsageError
+from dlguide.plugins import load_runtime
+from dlguide.runs import evaluate_run, predict_run, run_task
+
+LINE = re.compile(r"^(?P<path>.+): (?P<top>\S+ \(\d\.\d\d\)(, \S+ \(\d\.\d\d\)){2})$")
+
+
+@pytest.fixture(scope="module")
+def runtime():
+    return load_runtime(strict=True, disable=(), extra={"vision": dlguide_vision.plugin}, use_entry_points=False)
+
+
+@pytest.fixture(scope="module")
+def digits_run(runtime, tmp_path_factory):
+    out = tmp_path_factory.mktemp("digits") / "run"
+    return run_task("vision.classify", overrides=["epochs=3", "seed=0"], out=out, runtime=runtime, progress="none")
+
+
+def test_plugin_hooks_are_valid(dlguide_check_hooks):
+    assert dlguide_check_hooks(dlguide_vision.plugin) == ["dlguide_register"]
+
+
+def test_plugin_module_imports_no_torch():
+    code = "import sys, dlguide_vision.plugin; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_every_registered_target_imports(runtime):
+    names = {e.name for e in runtime.registry.entries() if e.owner == "vision"}
+    assert {"vision.classify", "vision.cnn", "vision.lenet5", "vision.resnet18", "vision.digits",
+            "vision.mnist", "vision.fashion-mnist", "vision.kmnist", "vision.cifar10", "vision.imagefolder"} <= names
+    for entry in runtime.registry.entries():
+        assert callable(entry.load()), entry.name
+
+
+def test_short_digits_run_learns_and_draws(digits_run):
+    metrics, run_dir = digits_run.metrics, digits_run.run_dir
+    assert metrics["test/accuracy"] > 0.8  # chance is 0.1
+    assert 0 < metrics["test/f1_macro"] <= 1
+    assert {f"test/precision/{i}" for i in range(10)} | {f"test/recall/{i}" for i in range(10)} <= metrics.keys()
+    for name in ("confusion_matrix.png", "misclassified.png", "learning_curves.png", "model.safetensors"):
+        assert (run_dir / name).is_file(), name
+    meta = json.loads((run_dir / "task.json").read_text())
+    assert meta["channels"] == 1 and meta["image_size"] == 8 and meta["classes"] == [str(i) for i in range(10)]
+    assert 0.2 < meta["mean"][0] < 0.4 and sum(meta["sizes"].values()) == 1797
+
+
+def test_evaluate_run_reproduces_the_test_accuracy(digits_run, runtime):
+    metrics = evaluate_run(digits_run.run_dir, runtime=runtime)
+    assert metrics["test/accuracy"] == pytest.approx(digits_run.metrics["test/accuracy"])
+
+
+def test_predict_converts_odd_images(digits_run, runtime, tmp_path):
+    gray = tmp_path / "gray.png"
+    Image.fromarray((np.random.default_rng(0).random((8, 8)) * 255).astype(np.uint8), "L").save(gray)
+    rgba = tmp_path / "rgba.png"
+    Image.new("RGBA", (50, 70), (255, 0, 0, 128)).save(rgba)
+    jpeg = tmp_path / "large.jpg"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (1500, 2000, 3), dtype=np.uint8)).save(jpeg)
+    lines = predict_run(digits_run.run_dir, [str(gray), str(rgba), str(jpeg)], runtime=runtime)
+    assert [LINE.match(line)["path"] for line in lines] == [str(gray), str(rgba), str(jpeg)]
+    for line in lines:
+        probs = [float(p) for p in re.findall(r"\((\d\.\d\d)\)", line)]
+        assert probs == sorted(probs, reverse=True) and sum(probs) <= 1.02
+
+
+def test_predict_matches_the_training_conversion(digits_run, runtime, tmp_path):
+    from dlguide.runs import load_run
+    from dlguide_vision.datasets import digits
+
+    images, labels = digits().splits["train"]
+    paths = []
+    for i in range(20):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray((images[i, 0].numpy() * 255).round().astype(np.uint8), "L").save(path)
+        paths.append(str(path))
+    task = load_run(digits_run.run_dir, runtime=runtime)
+    import torch
+
+    with torch.no_grad():
+        rows = task.predict(paths)
+        direct = task.model(task.normalize(images[:20])).argmax(1)
+    assert [row["top"][0][0] for row in rows] == [str(int(c)) for c in direct]
+
+
+def test_predict_unreadable_file_is_named(digits_run, runtime, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    with pytest.raises(UsageError, match=f"cannot read image {bad}"):
+        predict_run(digits_run.run_dir, [str(bad)], runtime=runtime)
+    with pytest.raises(UsageError, match="cannot read image .*missing.png"):
+        predict_run(digits_run.run_dir, [str(tmp_path / "missing.png")], runtime=runtime)
+
+
+@pytest.mark.parametrize("overrides", [
+    {"model": "lenet5", "activation": "tanh"},
+    {"model": "resnet18", "batch_size": 16},
+    {"augment": "true", "hflip": "true", "label_smoothing": 0.1, "image_channels": 3, "image_size": 12},
+    {"channels": "8,16,32", "activation": "sigmoid", "scheduler": "cosine"},
+], ids=["lenet5", "resnet18", "augment", "deep-sigmoid"])
+def test_smoke_runs(dlguide_runtime, dlguide_smoke_run, overrides):
+    dlguide_runtime(dlguide_vision.plugin)
+    result = dlguide_smoke_run("vision.classify", **overrides)
+    assert (result.run_dir / "confusion_matrix.png").is_file()
+
+
+def write_folder(root, per_class=6):
+    rng = np.random.default_rng(0)
+    for name, channel in (("red", 0), ("green", 1), ("blue", 2)):
+        for i in range(per_class):
+            pixels = rng.integers(0, 60, (20 + i, 24, 3), dtype=np.uint8)
+            pixels[..., channel] = 200
+            (root / name).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(root / name / f"{i}.{'jpg' if i % 2 else 'png'}")
+
+
+def test_imagefolder_trains_and_predicts(runtime, tmp_path):
+    write_folder(tmp_path / "images")
+    result = run_task("vision.classify", runtime=runtime, progress="none", out=tmp_path / "run",
+                      overrides=[f"data_dir={tmp_path / 'images'}", "dataset=imagefolder", "image_size=16",
+                                 "epochs=8", "batch_size=4", "val_fraction=0.2", "test_fraction=0.2"])
+    assert result.metrics["test/accuracy"] == 1.0
+    probe = tmp_path / "probe.png"
+    Image.new("RGB", (300, 100), (10, 220, 10)).save(probe)
+    (line,) = predict_run(result.run_dir, [str(probe)], runtime=runtime)
+    assert line.startswith(f"{probe}: green (")
+
+
+def test_weights_file_starts_a_run(runtime, digits_run, tmp_path):
+    result = run_task("vision.classify", runtime=runtime, progress="none", out=tmp_path / "run",
+                      overrides=[f"weights={digits_run.run_dir / 'model.safetensors'}", "epochs=1", "lr=1e-4",
+                                 "scheduler=none", "seed=0"])
+    assert result.metrics["test/accuracy"] > 0.8  # one slow epoch from scratch would not get there
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["val_fraction=0.5", "test_fraction=0.5"], "leave no training data"),
+    (["val_fraction=0"], "no validation split"),
+    (["dataset=cifar"], "expected one of"),
+    (["dataset=imagefolder"], "needs data_dir"),
+    (["image_channels=2"], "expected one of 0, 1, 3"),
+    (["weights=/no/such/file.safetensors"], "weights file not found"),
+    (["channels=8,8,8,8"], "at most 3 entries"),
+])
+def test_bad_settings_are_one_line_usage_errors(runtime, tmp_path, sets, message):
+    with pytest.raises(UsageError, match=message):
+        run_task("vision.classify", overrides=[*sets, "fast_dev_run=true"], out=tmp_path / "run",
+                 runtime=runtime, progress="none")
+
+
+def test_cli_reports_missing_files_in_one_line_with_exit_2(tmp_path, capsys, dlguide_runtime):
+    dlguide_runtime(dlguide_vision.plugin)
+    code = main(["run", "vision.classify", "--out", str(tmp_path / "run"), "--quiet",
+                 "--set", "dataset=kmnist", f"data_dir={tmp_path}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert str(tmp_path / "KMNIST" / "raw") in err and "train-images-idx3-ubyte" in err
