@@ -215,7 +215,8 @@ class ProgressReporter:
     def dlguide_run_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         if self.mode == "none":
             return
-        self._print(format_table(metrics, trainer.run_dir.path))
+        # per-class values (test/recall/<class>) stay in metrics.json; the table keeps one row per metric
+        self._print(format_table({k: v for k, v in metrics.items() if k.count("/") == 1}, trainer.run_dir.path))
 
     @hookimpl
     def dlguide_run_exception(self, trainer: Trainer, exception: BaseException) -> None:
