@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 
-def _figure(width: float, height: float) -> Any:
+def figure(width: float, height: float) -> Any:
+    """A matplotlib Figure rendered with Agg, for plugins' own pictures too."""
     # the object-oriented API renders with Agg without touching pyplot's global state,
     # so it is safe in any process, with or without a display
     from matplotlib.figure import Figure
@@ -21,7 +22,7 @@ def learning_curves(history: Sequence[dict[str, float]], path: Path, title: str 
     keys = [k for k in history[-1] if k.count("/") == 1]
     losses = [k for k in keys if k.endswith("/loss")]
     others = [k for k in keys if k not in losses]
-    fig = _figure(11 if others else 6, 4)
+    fig = figure(11 if others else 6, 4)
     axes = fig.subplots(1, 2 if others else 1, squeeze=False)
     for ax, group, label in zip(axes[0], (losses, others), ("loss", "metric")):
         for key in group:
@@ -43,7 +44,7 @@ def confusion_matrix(matrix: Any, classes: Sequence[str], path: Path, title: str
 
     m = np.asarray(matrix)
     size = max(4.0, 0.55 * len(classes) + 2)
-    fig = _figure(size, size)
+    fig = figure(size, size)
     ax = fig.subplots()
     ax.imshow(m, cmap="Blues")
     ax.set_xticks(range(len(classes)), labels=list(classes), rotation=45, ha="right")

@@ -21,15 +21,14 @@ class Mistake(NamedTuple):
 
 def misclassified_grid(mistakes: Sequence[Mistake], classes: Sequence[str], path: Path) -> Path:
     """A square grid of misclassified images titled ``true -> predicted (probability)``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from torchvision.transforms.v2 import functional as TF
+
+    from dlguide.plots import figure
 
     cols = max(1, math.ceil(math.sqrt(len(mistakes))))
     rows = max(1, math.ceil(len(mistakes) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.8 * rows), squeeze=False)
+    fig = figure(1.6 * cols, 1.8 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, m in zip(axes.flat, mistakes):
@@ -42,5 +41,4 @@ def misclassified_grid(mistakes: Sequence[Mistake], classes: Sequence[str], path
     fig.suptitle("misclassified test images: true -> predicted (probability)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
