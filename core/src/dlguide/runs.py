@@ -116,13 +116,39 @@ def evaluate_run(path: str | Path, *, split: str = "test", runtime: Runtime | No
     return metrics
 
 
-def predict_run(path: str | Path, inputs: Sequence[str], *, runtime: Runtime | None = None) -> list[str]:
-    """Predict with a finished run; returns one printable line per prediction."""
+def read_input_file(path: str | Path) -> list[str]:
+    """Inputs listed one per line in a UTF-8 text file (``predict --file``); blank lines are skipped."""
+    file = Path(path)
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read input file {file}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{file} is not UTF-8 text: invalid byte at offset {exc.start}") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def predict_run(path: str | Path, inputs: Sequence[str], *, out: str | Path | None = None,
+                runtime: Runtime | None = None) -> list[str]:
+    """Predict with a finished run; returns one printable line per prediction.
+
+    ``out`` is a folder for tasks whose predictions are files (label volumes, images); such a
+    task's ``predict`` takes an ``out_dir`` keyword.
+    """
     if not inputs:
         raise UsageError("predict needs at least one input")
     task = load_run(path, runtime=runtime)
+    kwargs: dict[str, Any] = {}
+    if out is not None:
+        import inspect
+
+        if "out_dir" not in inspect.signature(task.predict).parameters:
+            raise UsageError(f"task {task.name!r} prints its predictions and writes no files; drop --out")
+        kwargs["out_dir"] = Path(out)
     import torch
 
     with torch.no_grad():
-        rows = task.predict(list(inputs))
+        rows = task.predict(list(inputs), **kwargs)
     return [task.format_prediction(row) for row in rows]

@@ -167,12 +167,20 @@ class Task:
         return list(names) if names else None
 
     # -- after training -------------------------------------------------------------
+    def final_metrics(self, metrics: Mapping[str, float]) -> Mapping[str, Any]:
+        """Figures measured once on the final (best) model after the test pass, merged into
+        ``metrics.json``: sample quality of a generator, the evaluation protocol as strings."""
+        return {}
+
     def write_artifacts(self, run_dir: Path, metrics: Mapping[str, Metric]) -> list[Path]:
         """Write pictures and files a person reads (confusion matrix, sample grids)."""
         return []
 
     def predict(self, inputs: Sequence[str]) -> list[dict[str, Any]]:
-        """Predict for inputs given on the command line (paths or texts)."""
+        """Predict for inputs given on the command line (paths or texts).
+
+        A task whose predictions are files adds a keyword ``out_dir: Path`` (``predict --out``).
+        """
         raise UsageError(f"task {self.name!r} does not support predict")
 
     def format_prediction(self, row: Mapping[str, Any]) -> str:

@@ -361,6 +361,9 @@ class Trainer:
         self.last_metrics_objects = {}
         if self.test_loader is not None:
             final.update(self._evaluate("test", self.test_loader))
+        self.model.eval()
+        with torch.no_grad():
+            final.update(self.task.final_metrics(final) or {})
         tmp = self.run_dir.weights.with_name(".model.safetensors.tmp")
         save_model(self.model, str(tmp))
         tmp.replace(self.run_dir.weights)
