@@ -1,4 +1,51 @@
-"""Entry point of dlguide-recsys. Imported by ``dlguide list``: keep it free of heavy imports.
+"""Entry point of dlguide-recsys. Imported by ``dlguide list``: registration only, no torch, numpy or scipy."""
 
-The plugin is packaged and discovered; its tasks are not implemented yet, so it registers nothing.
-"""
+from __future__ import annotations
+
+import argparse
+
+from dlguide import Registry, hookimpl
+
+
+@hookimpl
+def dlguide_register(registry: Registry) -> None:
+    registry.add_task(
+        "recsys.rank",
+        "dlguide_recsys.rank:RankingTask",
+        "top-k recommendation from implicit feedback: popularity, implicit ALS/BPR, MF, NeuMF, two-tower",
+        # MF with BPR loss on ml-100k reaches NDCG@10 ~0.3 in a few epochs on two CPU cores
+        demo={"model": "mf", "epochs": 8},
+    )
+    for name, attr, summary in (
+        ("popularity", "Popularity", "items ranked by training interactions, the same for every user"),
+        ("mf", "MatrixFactorization", "matrix factorisation (user . item + item bias), trained with BPR loss"),
+        ("neumf", "NeuMF", "neural collaborative filtering: GMF beside an MLP (He et al. 2017)"),
+        ("two-tower", "TwoTower", "user and item towers over ids and categorical features (hybrid)"),
+    ):
+        registry.add_model(f"recsys.{name}", f"dlguide_recsys.models:{attr}", summary)
+    registry.add_model("recsys.implicit", "dlguide_recsys.implicit_models:ImplicitFactors",
+                       "user and item factors fitted by implicit's ALS or BPR")
+    for name, attr, summary in (
+        ("ml-100k", "ml_100k", "MovieLens 100k with user and item features, read from the recbole package"),
+        ("movielens", "movielens", "MovieLens 100k, 1M, 20M/25M/latest files in data_dir"),
+        ("interactions", "interactions_csv", "interactions.csv (user,item[,rating,timestamp]) + users/items.csv"),
+    ):
+        registry.add_dataset(f"recsys.{name}", f"dlguide_recsys.datasets:{attr}", summary)
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    from dlguide_recsys.recommend import cmd_recommend
+
+    return cmd_recommend(args)
+
+
+@hookimpl
+def dlguide_add_commands(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("recommend", help="top items for a user, or similar items, from a recsys.rank run")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--user", metavar="ID", help="recommend for this user id (as in the data)")
+    p.add_argument("--item", metavar="ID", help="with --similar: list items similar to this item id")
+    p.add_argument("--similar", action="store_true", help="items nearest to --item by their learnt vectors")
+    p.add_argument("-k", type=int, default=10, help="number of items (default 10)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=_recommend)

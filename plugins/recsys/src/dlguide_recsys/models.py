@@ -1,0 +1,177 @@
+"""The recommenders of recsys.rank as torch modules with one interface.
+
+    score(users, items)  a score per (user, item) pair: higher ranks first
+    score_all(users)     ``B x n_items`` scores, for ranking the whole catalogue
+    item_vectors()       one vector per item for item-to-item similarity, or None
+
+    popularity  training interactions per item, the same list for everybody (fitted by counting)
+    mf          matrix factorisation: user . item + item bias (Rendle et al. 2009, trained with BPR)
+    neumf       GMF and an MLP over separate embeddings, joined by one output layer (He et al. 2017, NCF)
+    two-tower   a user tower and an item tower over ids and categorical features, scored by a dot product
+
+ALS and BPR from the implicit library keep their factors in ``ImplicitFactors`` (implicit_models.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+# neumf scores every (user, item) pair through its MLP: chunks keep the activations small
+MAX_PAIRS_PER_CHUNK = 1 << 20
+
+
+class Recommender(nn.Module):
+    """Base: ``score_all`` from ``score`` by default, in chunks of items."""
+
+    n_items: int
+
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def score_all(self, users: torch.Tensor) -> torch.Tensor:
+        items = torch.arange(self.n_items, device=users.device)
+        chunk = max(1, MAX_PAIRS_PER_CHUNK // max(len(users), 1))
+        parts = []
+        for start in range(0, self.n_items, chunk):
+            block = items[start:start + chunk]
+            pairs_u = users[:, None].expand(-1, len(block))
+            pairs_i = block[None, :].expand(len(users), -1)
+            parts.append(self.score(pairs_u.reshape(-1), pairs_i.reshape(-1)).view(len(users), len(block)))
+        return torch.cat(parts, dim=1)
+
+    def item_vectors(self) -> torch.Tensor | None:
+        return None
+
+
+class Popularity(Recommender):
+    """Items ranked by their number of training interactions; counts are set by ``fit``, not learnt."""
+
+    def __init__(self, n_users: int, n_items: int) -> None:
+        super().__init__()
+        self.n_items = n_items
+        self.counts = nn.Parameter(torch.zeros(n_items), requires_grad=False)
+
+    @torch.no_grad()
+    def fit(self, item_counts: np.ndarray) -> None:
+        self.counts.copy_(torch.as_tensor(item_counts, dtype=torch.float32))
+
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self.counts[items]
+
+    def score_all(self, users: torch.Tensor) -> torch.Tensor:
+        return self.counts.expand(len(users), -1)
+
+
+class MatrixFactorization(Recommender):
+    def __init__(self, n_users: int, n_items: int, dim: int) -> None:
+        super().__init__()
+        self.n_items = n_items
+        self.users = nn.Embedding(n_users, dim)
+        self.items = nn.Embedding(n_items, dim)
+        self.item_bias = nn.Embedding(n_items, 1)
+        nn.init.normal_(self.users.weight, std=0.1)
+        nn.init.normal_(self.items.weight, std=0.1)
+        nn.init.zeros_(self.item_bias.weight)
+
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return (self.users(users) * self.items(items)).sum(-1) + self.item_bias(items).squeeze(-1)
+
+    def score_all(self, users: torch.Tensor) -> torch.Tensor:
+        return self.users(users) @ self.items.weight.T + self.item_bias.weight.T
+
+    def item_vectors(self) -> torch.Tensor:
+        return self.items.weight
+
+
+def mlp(sizes: Sequence[int], dropout: float) -> nn.Sequential:
+    """Linear + ReLU (+ dropout) between consecutive ``sizes``."""
+    layers: list[nn.Module] = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+class NeuMF(Recommender):
+    """GMF (element-wise product of embeddings) beside an MLP over concatenated embeddings."""
+
+    def __init__(self, n_users: int, n_items: int, dim: int, hidden: Sequence[int], dropout: float) -> None:
+        super().__init__()
+        self.n_items = n_items
+        half = max(1, hidden[0] // 2)  # the MLP's input is a user and an item embedding side by side
+        self.gmf_users, self.gmf_items = nn.Embedding(n_users, dim), nn.Embedding(n_items, dim)
+        self.mlp_users, self.mlp_items = nn.Embedding(n_users, half), nn.Embedding(n_items, half)
+        self.mlp = mlp([2 * half, *hidden[1:]], dropout)
+        self.out = nn.Linear(dim + (hidden[-1] if len(hidden) > 1 else 2 * half), 1)
+        for emb in (self.gmf_users, self.gmf_items, self.mlp_users, self.mlp_items):
+            nn.init.normal_(emb.weight, std=0.01)
+
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        gmf = self.gmf_users(users) * self.gmf_items(items)
+        deep = self.mlp(torch.cat([self.mlp_users(users), self.mlp_items(items)], dim=-1))
+        return self.out(torch.cat([gmf, deep], dim=-1)).squeeze(-1)
+
+    def item_vectors(self) -> torch.Tensor:
+        return torch.cat([self.gmf_items.weight, self.mlp_items.weight], dim=1)
+
+
+class Tower(nn.Module):
+    """Embeddings of an id and of categorical features (a mean over several values), then an MLP."""
+
+    def __init__(self, n: int, dim: int, hidden: Sequence[int], dropout: float, use_ids: bool,
+                 feature_sizes: Mapping[str, int], feature_widths: Mapping[str, int]) -> None:
+        super().__init__()
+        self.ids = nn.Embedding(n, dim) if use_ids else None
+        self.names = sorted(feature_sizes)
+        # a mean over the values present (code 0 is "none"); nn.EmbeddingBag does the same but its
+        # backward pass on CPU is two orders of magnitude slower
+        self.features = nn.ModuleDict({name: nn.Embedding(feature_sizes[name], dim, padding_idx=0)
+                                       for name in self.names})
+        for name in self.names:
+            # the codes of every user (item) travel with the weights, so a loaded run needs no data files
+            self.register_buffer(f"codes_{name}", torch.zeros(n, feature_widths[name], dtype=torch.int64))
+        inputs = dim * (len(self.names) + (1 if use_ids else 0))
+        self.mlp = mlp([inputs, *hidden], dropout)
+        self.out = nn.Linear(hidden[-1] if hidden else inputs, dim)
+
+    def set_codes(self, codes: Mapping[str, np.ndarray]) -> None:
+        for name in self.names:
+            getattr(self, f"codes_{name}").copy_(torch.as_tensor(codes[name]))
+
+    def _feature(self, name: str, index: torch.Tensor) -> torch.Tensor:
+        codes = getattr(self, f"codes_{name}")[index]
+        present = (codes > 0).sum(-1, keepdim=True).clamp(min=1)
+        return self.features[name](codes).sum(-2) / present
+
+    def forward(self, index: torch.Tensor) -> torch.Tensor:
+        parts = [self.ids(index)] if self.ids is not None else []
+        parts += [self._feature(name, index) for name in self.names]
+        return self.out(self.mlp(torch.cat(parts, dim=-1)))
+
+
+class TwoTower(Recommender):
+    """User and item towers over ids and features: ids alone is collaborative filtering, features
+    alone is content-based (it ranks unseen users and items), both together is hybrid."""
+
+    def __init__(self, n_users: int, n_items: int, dim: int, hidden: Sequence[int], dropout: float, use_ids: bool,
+                 user_features: Mapping[str, Mapping[str, int]], item_features: Mapping[str, Mapping[str, int]]) -> None:
+        super().__init__()
+        self.n_items = n_items
+        self.user_tower = Tower(n_users, dim, hidden, dropout, use_ids, user_features["sizes"],
+                                user_features["widths"])
+        self.item_tower = Tower(n_items, dim, hidden, dropout, use_ids, item_features["sizes"],
+                                item_features["widths"])
+
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return (self.user_tower(users) * self.item_tower(items)).sum(-1)
+
+    def score_all(self, users: torch.Tensor) -> torch.Tensor:
+        return self.user_tower(users) @ self.item_vectors().T
+
+    def item_vectors(self) -> torch.Tensor:
+        return self.item_tower(torch.arange(self.n_items, device=self.item_tower.out.weight.device))

@@ -1,0 +1,186 @@
+"""Using a finished recsys.rank run: top items for a user, items similar to an item.
+
+    dlguide recommend RUN --user 196 -k 10        # excludes what the user already rated
+    dlguide recommend RUN --item 50 --similar     # nearest items by cosine similarity of item vectors
+
+A run keeps what this needs beside its weights: ``catalogue.json`` (the ids and titles behind
+the model's indices) and ``user_items.safetensors`` (each user's rated items, training counts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from dlguide.errors import UsageError
+
+CATALOGUE = "catalogue.json"
+USER_ITEMS = "user_items.safetensors"
+
+
+@dataclasses.dataclass
+class Recommendations:
+    """What was asked (``query``), a note when the answer is a fallback, and ranked rows
+    ``{"rank", "item", "title", "score"}``."""
+
+    query: str
+    note: str
+    rows: list[dict[str, Any]]
+
+
+def write_catalogue(run_dir: Path, data: Any, train: sp.csr_matrix, seen: sp.csr_matrix) -> list[Path]:
+    """Write the id maps, titles and interaction summaries that ``recommend`` reads."""
+    import torch
+    from safetensors.torch import save_file
+
+    catalogue = run_dir / CATALOGUE
+    catalogue.write_text(json.dumps({"user_ids": data.user_ids, "item_ids": data.item_ids,
+                                     "titles": data.titles}) + "\n", encoding="utf-8")
+    tensors = {
+        "seen_indptr": torch.as_tensor(seen.indptr, dtype=torch.int64),
+        "seen_indices": torch.as_tensor(seen.indices, dtype=torch.int64),
+        "train_item_counts": torch.as_tensor(np.asarray(train.sum(axis=0)).ravel(), dtype=torch.int64),
+        "train_user_counts": torch.as_tensor(np.diff(train.indptr), dtype=torch.int64),
+    }
+    user_items = run_dir / USER_ITEMS
+    save_file(tensors, str(user_items))
+    return [catalogue, user_items]
+
+
+@dataclasses.dataclass
+class Catalogue:
+    user_ids: list[str]
+    item_ids: list[str]
+    titles: list[str]
+    tensors: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        self.user_index = {u: i for i, u in enumerate(self.user_ids)}
+        self.item_index = {it: i for i, it in enumerate(self.item_ids)}
+
+    @classmethod
+    def read(cls, run_dir: Path) -> Catalogue:
+        from safetensors.torch import load_file
+
+        path, user_items = run_dir / CATALOGUE, run_dir / USER_ITEMS
+        if not path.is_file() or not user_items.is_file():
+            raise UsageError(f"{run_dir} lacks {CATALOGUE} or {USER_ITEMS}; it is not a finished recsys.rank run")
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return cls(data["user_ids"], data["item_ids"], data["titles"], load_file(str(user_items)))
+
+    def seen_items(self, user: int) -> Any:
+        start, end = self.tensors["seen_indptr"][user:user + 2].tolist()
+        return self.tensors["seen_indices"][start:end]
+
+
+def catalogue_of(task: Any) -> Catalogue:
+    if getattr(task, "catalogue", None) is None:
+        if task.run_dir is None:
+            raise UsageError("recommendations need a finished run directory (dlguide run recsys.rank --out DIR)")
+        task.catalogue = Catalogue.read(Path(task.run_dir))
+    return task.catalogue
+
+
+def _rows(catalogue: Catalogue, items: Sequence[int], scores: Sequence[float]) -> list[dict[str, Any]]:
+    return [{"rank": r, "item": catalogue.item_ids[i], "title": catalogue.titles[i], "score": round(float(s), 4)}
+            for r, (i, s) in enumerate(zip(items, scores), start=1)]
+
+
+def _check_k(k: int, available: int, what: str) -> None:
+    if k < 1:
+        raise UsageError(f"-k {k}: expected a number of items >= 1")
+    if k > available:
+        raise UsageError(f"-k {k} is larger than the {available} {what}")
+
+
+def recommend(task: Any, user: str, k: int) -> Recommendations:
+    """The ``k`` best items for ``user`` that the user has not rated; popular items for a user the
+    run does not know (or knows without training interactions), with a note saying so."""
+    import torch
+
+    catalogue = catalogue_of(task)
+    n_items = len(catalogue.item_ids)
+    _check_k(k, n_items, "items of the catalogue")
+    index = catalogue.user_index.get(str(user).strip())
+    if index is None or int(catalogue.tensors["train_user_counts"][index]) == 0:
+        why = "is not in this run's data" if index is None else "has no training interactions"
+        counts = catalogue.tensors["train_item_counts"].float()
+        top = counts.topk(k)
+        return Recommendations(str(user), f"user {user} {why}: the {k} most popular items instead",
+                               _rows(catalogue, top.indices.tolist(), top.values.tolist()))
+    device = next(task.model.parameters()).device
+    with torch.no_grad():
+        scores = task.model.score_all(torch.tensor([index], device=device))[0].float().cpu()
+    seen = catalogue.seen_items(index)
+    scores[seen] = float("-inf")
+    _check_k(k, n_items - len(seen), f"items user {user} has not rated")
+    top = scores.topk(k)
+    return Recommendations(str(user), "", _rows(catalogue, top.indices.tolist(), top.values.tolist()))
+
+
+def similar_items(task: Any, item: str, k: int) -> Recommendations:
+    """The ``k`` items nearest to ``item`` by cosine similarity of the model's item vectors."""
+    import torch
+
+    catalogue = catalogue_of(task)
+    index = catalogue.item_index.get(str(item).strip())
+    if index is None:
+        raise UsageError(f"item {item!r} is not in this run's catalogue (ids such as "
+                         f"{', '.join(catalogue.item_ids[:3])})")
+    _check_k(k, len(catalogue.item_ids) - 1, "other items of the catalogue")
+    with torch.no_grad():
+        vectors = task.model.item_vectors()
+        if vectors is None:
+            raise UsageError(f"model {task.config.model!r} has no item vectors to compare; --similar needs mf, "
+                             "neumf, two-tower, als or bpr")
+        vectors = torch.nn.functional.normalize(vectors.float().cpu(), dim=1)
+        similarity = vectors @ vectors[index]
+    similarity[index] = float("-inf")
+    top = similarity.topk(k)
+    title = catalogue.titles[index]
+    return Recommendations(f"{item} ({title})", "", _rows(catalogue, top.indices.tolist(), top.values.tolist()))
+
+
+def format_rows(rows: Sequence[Mapping[str, Any]], compact: bool = False) -> list[str]:
+    if compact:
+        return [f"{r['title']} [{r['item']}] {r['score']:.3f}" for r in rows]
+    width = max((len(str(r["item"])) for r in rows), default=1)
+    title_width = min(60, max((len(r["title"]) for r in rows), default=1))
+    return [f"{r['rank']:>3}. {str(r['item']).ljust(width)}  {r['title'][:60].ljust(title_width)}  "
+            f"score {r['score']:.4f}" for r in rows]
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from dlguide.runs import load_run
+
+    if (args.user is None) == (args.item is None):
+        raise UsageError("recommend needs either --user ID or --item ID --similar")
+    if args.item is not None and not args.similar:
+        raise UsageError("--item lists items similar to an item: add --similar")
+    if args.user is not None and args.similar:
+        raise UsageError("--similar works with --item ID, not --user")
+    task = load_run(args.run_dir, runtime=args.runtime)
+    if task.name != "recsys.rank":
+        raise UsageError(f"{args.run_dir} is a {task.name} run; recommend needs a recsys.rank run")
+    if args.user is not None:
+        result = recommend(task, args.user, args.k)
+        header = f"top {args.k} items for user {args.user} ({task.config.model})"
+    else:
+        result = similar_items(task, args.item, args.k)
+        header = f"{args.k} items most similar to {result.query} ({task.config.model}, cosine similarity)"
+    if args.json:
+        print(json.dumps(dataclasses.asdict(result), indent=2))
+        return 0
+    if result.note:
+        print(f"note: {result.note}")
+    print(header + ":")
+    for line in format_rows(result.rows):
+        print(line)
+    return 0

@@ -1,0 +1,93 @@
+"""Train/validation/test splits of interactions, seeded.
+
+    random         per user, a shuffled ratio split (80/10/10 by default): every user is in every part
+    leave-one-out  per user by time, the last interaction for test and the one before for validation (NCF)
+    temporal       one global time cut at the ratio quantiles: the future is predicted from the past
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from dlguide.errors import UsageError
+from dlguide_recsys.interactions import Interactions
+
+SPLITS = ("random", "leave-one-out", "temporal")
+
+
+@dataclasses.dataclass
+class Split:
+    """Rows of the interaction arrays in each part, and a one-line description of how."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    description: str
+
+
+def _rank_within_user(users: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each interaction: its 0-based position among its user's interactions ordered by ``keys``,
+    and its user's interaction count."""
+    order = np.lexsort((keys, users))
+    counts = np.bincount(users)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    rank = np.empty(len(users), dtype=np.int64)
+    rank[order] = np.arange(len(users)) - starts[users[order]]
+    return rank, counts[users]
+
+
+def random_split(data: Interactions, ratios: Sequence[float], seed: int) -> Split:
+    rng = np.random.default_rng(seed)
+    rank, n = _rank_within_user(data.users, rng.random(len(data.users)))
+    # every user keeps at least one training interaction; rounding gives short histories none to test
+    train_end = np.maximum(np.round(n * ratios[0]), 1)
+    val_end = np.maximum(np.round(n * (ratios[0] + ratios[1])), train_end)
+    parts = np.where(rank < train_end, 0, np.where(rank < val_end, 1, 2))
+    pct = "/".join(f"{r * 100:g}" for r in ratios)
+    return _from_parts(parts, f"random per-user {pct} (seed {seed})")
+
+
+def leave_one_out(data: Interactions, ratios: Sequence[float]) -> Split:
+    if data.timestamps is None:
+        raise UsageError("split 'leave-one-out' orders each user's interactions by time, but the data has no "
+                         "timestamps; use split=random")
+    rank, n = _rank_within_user(data.users, data.timestamps)
+    from_end = n - 1 - rank
+    with_val = ratios[1] > 0
+    # users with too few interactions to hold one out keep them all for training
+    enough = n >= (3 if with_val else 2)
+    parts = np.zeros(len(rank), dtype=np.int64)
+    parts[enough & (from_end == 0)] = 2
+    if with_val:
+        parts[enough & (from_end == 1)] = 1
+    held = "last interaction for test" + (", the one before for validation" if with_val else "")
+    return _from_parts(parts, f"leave-one-out by time per user ({held})")
+
+
+def temporal_split(data: Interactions, ratios: Sequence[float]) -> Split:
+    if data.timestamps is None:
+        raise UsageError("split 'temporal' cuts at a point in time, but the data has no timestamps; "
+                         "use split=random")
+    t_val, t_test = np.quantile(data.timestamps, [ratios[0], ratios[0] + ratios[1]])
+    parts = np.where(data.timestamps < t_val, 0, np.where(data.timestamps < t_test, 1, 2))
+    if ratios[1] == 0:
+        parts[parts == 1] = 2
+    pct = "/".join(f"{r * 100:g}" for r in ratios)
+    return _from_parts(parts, f"temporal: global time cut at the {pct} quantiles of the timestamps")
+
+
+def _from_parts(parts: np.ndarray, description: str) -> Split:
+    return Split(*(np.flatnonzero(parts == p) for p in (0, 1, 2)), description=description)
+
+
+def split_interactions(data: Interactions, kind: str, ratios: Sequence[float], seed: int) -> Split:
+    if kind == "random":
+        return random_split(data, ratios, seed)
+    if kind == "leave-one-out":
+        return leave_one_out(data, ratios)
+    if kind == "temporal":
+        return temporal_split(data, ratios)
+    raise UsageError(f"unknown split {kind!r}; expected one of {', '.join(SPLITS)}")
