@@ -9,7 +9,7 @@ def dlguide_register(registry: Registry) -> None:
         "nlp.classify",
         "dlguide_nlp.classify:TextClassificationTask",
         "classify texts with an RNN, LSTM, GRU or a fine-tuned transformer (Rotten Tomatoes, CSV/TSV/JSONL files)",
-        demo={"epochs": 3, "model": "gru", "max_length": 64},
+        demo={"epochs": 5, "model": "gru", "max_length": 64},
     )
     for name, target, summary in (
         ("recurrent", "RecurrentClassifier", "RNN (tanh), LSTM or GRU over packed sequences, last/mean/max pooling"),
