@@ -126,7 +126,6 @@ def test_cli_predict_reads_a_file(lstm_run, tmp_path):
     assert labels == ["good", "good", "bad"]
 
 
-@pytest.mark.slow
 def test_transformer_from_scratch_trains_evaluates_and_predicts(runtime, reviews_dir, tmp_path):
     sets = ["dataset=files", f"data_dir={reviews_dir}", "model=transformer", "tokenizer=wordpiece",
             "hidden_size=16", "heads=2", "max_length=16", "epochs=1", "limit_train_batches=2"]

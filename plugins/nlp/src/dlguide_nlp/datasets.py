@@ -82,7 +82,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     return list(csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter))
 
 
-def columns_of(rows: Sequence[dict[str, Any]], source: str, text_column: str, label_column: str) -> None:
+def check_columns(rows: Sequence[dict[str, Any]], source: str, text_column: str, label_column: str) -> None:
     """Fail with the columns found when the text or label column is missing."""
     found: list[str] = []
     for row in rows:
@@ -103,7 +103,7 @@ def label_text(value: Any) -> str:
 def pairs_of(rows: Sequence[dict[str, Any]], source: str, text_column: str,
              label_column: str) -> tuple[list[tuple[str, str]], int]:
     """(text, label) pairs of non-empty texts, and how many rows had empty text."""
-    columns_of(rows, source, text_column, label_column)
+    check_columns(rows, source, text_column, label_column)
     pairs, empty = [], 0
     for number, row in enumerate(rows, start=1):
         text = str(row.get(text_column) or "").strip()
