@@ -1,0 +1,129 @@
+"""Medical image files: which MONAI reader opens a path, and one clear line when a file is not
+what its name claims (a text file called ``.nii.gz``, a truncated download, an empty DICOM folder).
+
+MONAI's transforms wrap every exception they meet in ``RuntimeError("applying transform ...")``;
+``usage_errors_unwrapped`` gives the one-line error back to the person who ran the command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import warnings
+from collections.abc import Hashable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from monai.data import NibabelReader, PILReader, PydicomReader
+from monai.data.image_reader import ImageReader
+from monai.transforms import LoadImage, MapTransform
+
+from dlguide.errors import UsageError
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+DICOM_MAGIC_OFFSET = 128  # a DICOM Part 10 file has a 128-byte preamble, then b"DICM"
+
+# MONAI builds its optional GPU DICOM decoder with every loader and warns when the GPU library
+# is absent; the CPU decoders of pydicom read the same files, so the warning says nothing useful
+logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+
+
+def kind_of(path: Path) -> str:
+    """``nifti``, ``picture`` or ``dicom`` (a ``.dcm`` file, a file with the DICOM magic, or a folder)."""
+    name = path.name.lower()
+    if path.is_dir():
+        return "dicom"
+    if name.endswith(NIFTI_SUFFIXES):
+        return "nifti"
+    if name.endswith(PICTURE_SUFFIXES):
+        return "picture"
+    if name.endswith(DICOM_SUFFIXES) or _has_dicom_magic(path):
+        return "dicom"
+    raise UsageError(f"{path}: unsupported image file; expected NIfTI (.nii, .nii.gz), DICOM (.dcm or a series "
+                     f"folder) or PNG/JPEG")
+
+
+def _has_dicom_magic(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            f.seek(DICOM_MAGIC_OFFSET)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def check_input(path: Path, allowed: tuple[str, ...] = ("nifti", "dicom", "picture")) -> str:
+    """The kind of image at ``path``; a missing path, an empty folder or a kind outside ``allowed`` is a UsageError."""
+    if not path.exists():
+        raise UsageError(f"image not found: {path}")
+    kind = kind_of(path)
+    if kind not in allowed:
+        raise UsageError(f"{path}: a {kind} image cannot be used here; expected {' or '.join(allowed)}")
+    if kind == "dicom" and path.is_dir() and not any(p.is_file() and not p.name.startswith(".")
+                                                     for p in path.iterdir()):
+        raise UsageError(f"{path}: empty DICOM folder; expected the .dcm files of one series")
+    return kind
+
+
+@functools.cache
+def _loader(kind: str) -> LoadImage:
+    # one loader per kind: building a LoadImage instantiates every reader MONAI knows, which is slow
+    readers: dict[str, ImageReader] = {
+        "nifti": NibabelReader(),
+        "picture": PILReader(),
+        # RAS like NIfTI, so a label volume predicted from DICOM is written with a correct NIfTI affine
+        "dicom": PydicomReader(affine_lps_to_ras=True),
+    }
+    with warnings.catch_warnings():  # the GPU DICOM decoder's absence, see the logger above
+        warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
+        return LoadImage(reader=readers[kind], image_only=True)
+
+
+def load_image(path: Path, allowed: tuple[str, ...] = ("nifti", "dicom", "picture")) -> Any:
+    """Read one image (a MetaTensor with its affine; channels as stored) or raise a one-line UsageError."""
+    kind = check_input(path, allowed)
+    try:
+        return _loader(kind)(str(path))
+    except UsageError:
+        raise
+    except Exception as exc:  # nibabel, gzip, zlib, PIL and pydicom each raise their own types
+        raise UsageError(f"{path}: cannot be read as a {kind} image ({_first_line(exc)})") from None
+
+
+class LoadChecked(MapTransform):
+    """``LoadImaged`` with the reader chosen per file and read failures as one-line UsageErrors."""
+
+    def __init__(self, keys: tuple[str, ...], allowed: tuple[str, ...] = ("nifti", "dicom", "picture"),
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.allowed = allowed
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = load_image(Path(d[key]), self.allowed)
+        return d
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0][:200] if text else type(exc).__name__)
+
+
+@contextlib.contextmanager
+def usage_errors_unwrapped() -> Iterator[None]:
+    """Re-raise a UsageError that MONAI's transform machinery wrapped in other exceptions."""
+    try:
+        yield
+    except UsageError:
+        raise
+    except Exception as exc:
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, UsageError):
+                raise cause from None
+            cause = cause.__cause__ or cause.__context__
+        raise
