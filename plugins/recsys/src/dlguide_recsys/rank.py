@@ -49,7 +49,9 @@ MODELS = ("popularity", "als", "bpr", *GRADIENT_MODELS)
 class RankingConfig(TrainConfig):
     epochs: int = option(30, "number of passes over the training data (implicit iterations for als and bpr)")
     batch_size: int = option(1024, "training interactions per batch; users per evaluation batch")
-    lr: float = option(2e-3, "learning rate of the torch models (the peak rate for onecycle)")
+    # mf's best settings on ml-100k's validation split (benchmarks/recsys.py)
+    lr: float = option(5e-3, "learning rate of the torch models (the peak rate for onecycle)")
+    weight_decay: float = option(3e-5, "L2 penalty of the torch models (decoupled for adamw)")
     monitor: str = option("val/ndcg@10", "metric that picks the best checkpoint and drives early stopping")
     dataset: str = option("ml-100k", "ml-100k (offline, from the recbole package, or u.data in data_dir), "
                           "movielens (data_dir with u.data, ratings.dat or ratings.csv) or interactions "
@@ -74,7 +76,7 @@ class RankingConfig(TrainConfig):
     dropout: float = option(0.0, "dropout in the MLPs of neumf and two-tower")
     loss: str = option("auto", "bpr (pairwise), bce (pointwise, as in NCF) or auto: bce for neumf, bpr otherwise",
                        choices=("auto", "bpr", "bce"))
-    num_negatives: int = option(1, "sampled negative items per training interaction")
+    num_negatives: int = option(4, "sampled negative items per training interaction")
     use_ids: bool = option(True, "two-tower: embed user and item ids beside the features (false: content-based)")
     regularization: float = option(0.01, "L2 regularisation of als and bpr (implicit's)")
     als_alpha: float = option(1.0, "confidence scaling of als: confidence = 1 + alpha * interaction")
