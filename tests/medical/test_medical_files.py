@@ -116,3 +116,17 @@ def test_malformed_dataset_json(msd_folder):
     (msd_folder / "dataset.json").unlink()
     with pytest.raises(UsageError, match="dataset.json is missing"):
         read_msd(msd_folder)
+
+
+def test_mni_brain_is_written_as_slabs_with_tissue_labels():
+    from dlguide_medical.sources import mni_brain_msd
+
+    data = read_msd(mni_brain_msd(slabs=3))
+    assert data.classes == ["grey_matter", "white_matter"] and len(data.training) == 3
+    images = [nib.load(c["image"]) for c in data.training]
+    origins = [img.affine[1, 3] for img in images]
+    widths = [img.shape[1] for img in images]
+    # consecutive slabs continue each other from back to front in scanner space (1 mm voxels)
+    assert origins[1] == pytest.approx(origins[0] + widths[0]) and origins[2] == pytest.approx(origins[1] + widths[1])
+    labels = np.asarray(nib.load(data.training[1]["label"]).dataobj)
+    assert set(np.unique(labels)) == {0, 1, 2} and (labels == 1).mean() > 0.1

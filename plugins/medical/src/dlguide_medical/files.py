@@ -11,7 +11,7 @@ import contextlib
 import functools
 import logging
 import warnings
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -71,15 +71,15 @@ def check_input(path: Path, allowed: tuple[str, ...] = ("nifti", "dicom", "pictu
 @functools.cache
 def _loader(kind: str) -> LoadImage:
     # one loader per kind: building a LoadImage instantiates every reader MONAI knows, which is slow
-    readers: dict[str, ImageReader] = {
-        "nifti": NibabelReader(),
-        "picture": PILReader(),
+    readers: dict[str, Callable[[], ImageReader]] = {
+        "nifti": NibabelReader,
+        "picture": PILReader,
         # RAS like NIfTI, so a label volume predicted from DICOM is written with a correct NIfTI affine
-        "dicom": PydicomReader(affine_lps_to_ras=True),
+        "dicom": functools.partial(PydicomReader, affine_lps_to_ras=True),
     }
     with warnings.catch_warnings():  # the GPU DICOM decoder's absence, see the logger above
         warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
-        return LoadImage(reader=readers[kind], image_only=True)
+        return LoadImage(reader=readers[kind](), image_only=True)
 
 
 def load_image(path: Path, allowed: tuple[str, ...] = ("nifti", "dicom", "picture")) -> Any:
