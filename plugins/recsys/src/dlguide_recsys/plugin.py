@@ -13,8 +13,8 @@ def dlguide_register(registry: Registry) -> None:
         "recsys.rank",
         "dlguide_recsys.rank:RankingTask",
         "top-k recommendation from implicit feedback: popularity, implicit ALS/BPR, MF, NeuMF, two-tower",
-        # MF with BPR loss on ml-100k: 8 epochs give about twice popularity's NDCG@10 on two CPU cores
-        demo={"model": "mf", "epochs": 8},
+        # MF with BPR loss on ml-100k: 6 epochs reach about 1.6x popularity's validation NDCG@10
+        demo={"model": "mf", "epochs": 6},
     )
     for name, attr, summary in (
         ("popularity", "Popularity", "items ranked by training interactions, the same for every user"),
