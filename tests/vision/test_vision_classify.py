@@ -33,7 +33,7 @@ def digits_run(runtime, tmp_path_factory):
 
 
 def test_plugin_hooks_are_valid(dlguide_check_hooks):
-    assert dlguide_check_hooks(dlguide_vision.plugin) == ["dlguide_register"]
+    assert sorted(dlguide_check_hooks(dlguide_vision.plugin)) == ["dlguide_add_commands", "dlguide_epoch_end", "dlguide_register"]
 
 
 def test_plugin_module_imports_no_torch():

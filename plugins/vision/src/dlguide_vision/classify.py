@@ -25,8 +25,9 @@ from torchvision.transforms.v2 import functional as TF
 
 from dlguide.config import option
 from dlguide.errors import UsageError
-from dlguide.task import SCHEDULERS, DataSplits, Task, TrainConfig
-from dlguide_vision.datasets import LOADERS, ImageDataset, channel_stats, load_images, read_image
+from dlguide.task import SCHEDULERS, DataSplits, Task
+from dlguide_vision.config import ImageDataConfig
+from dlguide_vision.datasets import ImageDataset, channel_stats, load_images, read_image
 from dlguide_vision.figures import Mistake, misclassified_grid
 from dlguide_vision.models import ACTIVATIONS, cnn, lenet5, load_pretrained, resnet18
 
@@ -35,7 +36,7 @@ TOP_K = 3
 
 
 @dataclasses.dataclass
-class ImageClassificationConfig(TrainConfig):
+class ImageClassificationConfig(ImageDataConfig):
     # the defaults reach >= 0.98 test accuracy on digits in a few seconds on two CPU cores
     # (benchmarks/vision.py) and >= 0.99 on MNIST in 3 epochs
     epochs: int = option(20, "number of passes over the training data")
@@ -44,17 +45,6 @@ class ImageClassificationConfig(TrainConfig):
     scheduler: str = option("onecycle", "learning-rate schedule, stepped per optimizer step (plateau: per epoch)",
                             choices=SCHEDULERS)
     monitor: str = option("val/accuracy", "metric that picks the best checkpoint and drives early stopping")
-    dataset: str = option("digits", "data set: digits (sklearn's 8x8, offline), mnist, fashion-mnist, kmnist, "
-                          "cifar10 or imagefolder (data_dir/<class>/<image>)", choices=tuple(LOADERS))
-    download: bool = option(False, "fetch mnist, fashion-mnist, kmnist or cifar10 into data_dir (or the cache) "
-                            "when its files are missing")
-    val_fraction: float = option(0.1, "share of the training data held out for validation when the data set has "
-                                 "no validation split")
-    test_fraction: float = option(0.2, "share of the data held out for testing when the data set has no test split")
-    image_size: int = option(0, "resize images to this many pixels square (0: the data set's own; 32 for "
-                             "imagefolder)")
-    image_channels: int = option(0, "convert images to 1 (grayscale) or 3 (RGB) channels (0: the data set's own)",
-                                 choices=(0, 1, 3))
     model: str = option("cnn", "cnn (the chapter's), lenet5 or resnet18 (small-input stem)",
                         choices=("cnn", "lenet5", "resnet18"))
     channels: list[int] = option([32, 64], "filters of each conv/activation/pool block of the cnn; "
@@ -74,19 +64,13 @@ class ImageClassificationConfig(TrainConfig):
 
     def validate(self) -> None:
         super().validate()
-        ranges = {"val_fraction": (self.val_fraction, 0.0, 1.0), "test_fraction": (self.test_fraction, 0.0, 1.0),
-                  "dropout": (self.dropout, 0.0, 1.0), "label_smoothing": (self.label_smoothing, 0.0, 1.0)}
-        for key, (value, low, high) in ranges.items():
-            if not low <= value < high:
-                raise UsageError(f"invalid value for {key!r}: {value}; expected a number in [{low:g}, {high:g})")
-        if self.val_fraction + self.test_fraction >= 1:
-            raise UsageError(f"val_fraction {self.val_fraction} and test_fraction {self.test_fraction} leave no "
-                             "training data; their sum must be below 1")
+        for key, value in (("dropout", self.dropout), ("label_smoothing", self.label_smoothing)):
+            if not 0 <= value < 1:
+                raise UsageError(f"invalid value for {key!r}: {value}; expected a number in [0, 1)")
         if not 0 <= self.translate <= 1:
             raise UsageError(f"invalid value for 'translate': {self.translate}; expected a fraction in [0, 1]")
-        for key in ("image_size", "rotation"):
-            if getattr(self, key) < 0:
-                raise UsageError(f"invalid value for {key!r}: {getattr(self, key)}; expected a value >= 0")
+        if self.rotation < 0:
+            raise UsageError(f"invalid value for 'rotation': {self.rotation}; expected a value >= 0")
         if self.hidden < 1 or any(c < 1 for c in self.channels):
             raise UsageError(f"hidden ({self.hidden}) and every entry of channels ({self.channels}) must be >= 1")
         if self.weights is not None and not self.weights.is_file():

@@ -1,4 +1,4 @@
-"""Pictures of a vision run that the core does not draw: the grid of misclassified test images."""
+"""Pictures of a vision run that the core does not draw: misclassified images, sample grids, class shares."""
 
 from __future__ import annotations
 
@@ -39,6 +39,48 @@ def misclassified_grid(mistakes: Sequence[Mistake], classes: Sequence[str], path
             ax.imshow(image.permute(1, 2, 0).numpy())
         ax.set_title(f"{classes[m.true]} -> {classes[m.predicted]} ({m.probability:.2f})", fontsize=7)
     fig.suptitle("misclassified test images: true -> predicted (probability)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def _enlarged(images: torch.Tensor, side: int = 64) -> torch.Tensor:
+    """Images scaled up by a whole factor (nearest neighbour) so small ones stay crisp and visible."""
+    factor = max(1, side // images.shape[-1])
+    return images.repeat_interleave(factor, -1).repeat_interleave(factor, -2) if factor > 1 else images
+
+
+def save_grid(images: torch.Tensor, path: Path, per_row: int = 8) -> Path:
+    """Images ``N x C x H x W`` in [0, 1] as one PNG grid, ``per_row`` to a row."""
+    from torchvision.utils import save_image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(_enlarged(images), path, nrow=per_row, padding=2, pad_value=1.0)
+    return path
+
+
+def save_images(images: torch.Tensor, folder: Path) -> list[Path]:
+    """Each image in [0, 1] as its own PNG at its own size: ``sample_0000.png``, ..."""
+    from torchvision.utils import save_image
+
+    paths = [folder / f"sample_{i:04d}.png" for i in range(len(images))]
+    for image, path in zip(images, paths):
+        save_image(image, path)
+    return paths
+
+
+def class_histogram(shares: Sequence[float], classes: Sequence[str], path: Path, title: str) -> Path:
+    """Bars of the share of generated images per class, with the uniform share marked."""
+    from dlguide.plots import figure
+
+    fig = figure(max(5.0, 0.5 * len(classes) + 2), 3.5)
+    ax = fig.subplots()
+    ax.bar(range(len(classes)), shares, color="tab:blue")
+    ax.axhline(1 / len(classes), color="tab:red", linestyle="--", label="uniform")
+    ax.set_xticks(range(len(classes)), labels=list(classes))
+    ax.set_ylabel("share of samples")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return path

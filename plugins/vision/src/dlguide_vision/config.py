@@ -1,0 +1,36 @@
+"""The data keys every vision task shares: which images, how they are split and converted."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from dlguide.config import option
+from dlguide.errors import UsageError
+from dlguide.task import TrainConfig
+from dlguide_vision.datasets import LOADERS
+
+
+@dataclasses.dataclass
+class ImageDataConfig(TrainConfig):
+    dataset: str = option("digits", "data set: digits (sklearn's 8x8, offline), mnist, fashion-mnist, kmnist, "
+                          "cifar10 or imagefolder (data_dir/<class>/<image>)", choices=tuple(LOADERS))
+    download: bool = option(False, "fetch mnist, fashion-mnist, kmnist or cifar10 into data_dir (or the cache) "
+                            "when its files are missing")
+    val_fraction: float = option(0.1, "share of the training data held out for validation when the data set has "
+                                 "no validation split")
+    test_fraction: float = option(0.2, "share of the data held out for testing when the data set has no test split")
+    image_size: int = option(0, "resize images to this many pixels square (0: the data set's own; 32 for "
+                             "imagefolder)")
+    image_channels: int = option(0, "convert images to 1 (grayscale) or 3 (RGB) channels (0: the data set's own)",
+                                 choices=(0, 1, 3))
+
+    def validate(self) -> None:
+        super().validate()
+        for key in ("val_fraction", "test_fraction"):
+            if not 0 <= getattr(self, key) < 1:
+                raise UsageError(f"invalid value for {key!r}: {getattr(self, key)}; expected a number in [0, 1)")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise UsageError(f"val_fraction {self.val_fraction} and test_fraction {self.test_fraction} leave no "
+                             "training data; their sum must be below 1")
+        if self.image_size < 0:
+            raise UsageError(f"invalid value for 'image_size': {self.image_size}; expected a value >= 0")

@@ -1,0 +1,277 @@
+"""vision.gan: DCGAN image generation (chapter 4.2), judged by a classifier of the same data.
+
+    dlguide run vision.gan --out runs/gan                           # sklearn's 8x8 digits
+    dlguide run vision.gan --set dataset=mnist epochs=8 --out runs/mnist-gan
+    dlguide generate runs/gan --n 64 --out samples/
+
+The task steps its two optimizers itself: the discriminator on real and generated images,
+then the generator against the updated discriminator. A grid of the same 64 noise vectors
+is drawn after every epoch (``samples/epoch_NNN.png``), so a person can watch it learn.
+
+Quality is measured by a ``vision.classify`` model of the same data (``classifier=RUN``,
+or trained on the fly into ``<run>/classifier``): see ``dlguide_vision.gan_quality``. Per
+epoch on the validation split, and once at the end as ``gan/...`` in ``metrics.json`` on
+``quality_samples`` generated images against the test split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+from torchvision.transforms.v2 import functional as TF
+
+from dlguide.checkpoint import capture_rng, restore_rng
+from dlguide.config import option
+from dlguide.errors import UsageError
+from dlguide.optim import build_optimizer
+from dlguide.task import DataSplits, Task
+from dlguide_vision.config import ImageDataConfig
+from dlguide_vision.datasets import ImageDataset, load_images
+from dlguide_vision.gan_models import DCGAN, layout
+from dlguide_vision.gan_quality import CONFIDENT, ClassifierScorer, frechet_metric, prefixed, sample_quality
+
+GRID = 64  # samples in the per-epoch grid: 8 x 8
+
+
+@dataclasses.dataclass
+class ImageGenerationConfig(ImageDataConfig):
+    # DCGAN's settings: Adam at 2e-4 with beta1 0.5, batches of 64
+    epochs: int = option(30, "number of passes over the training data")
+    batch_size: int = option(64, "samples per batch")
+    lr: float = option(2e-4, "learning rate of both players")
+    beta1: float = option(0.5, "Adam's first-moment decay for both players (DCGAN: 0.5)")
+    monitor: str = option("val/frechet_distance", "metric that picks the best checkpoint")
+    latent_dim: int = option(64, "length of the generator's input noise vector")
+    g_features: int = option(32, "feature maps of the generator's last hidden layer (doubling towards the input)")
+    d_features: int = option(32, "feature maps of the discriminator's first layer (doubling towards the output)")
+    label_smoothing: float = option(0.0, "one-sided label smoothing: the discriminator's target for real images "
+                                    "is 1 - this value (0.1 is common)")
+    classifier: Optional[Path] = option(None, "a finished vision.classify run on the same data that scores the "
+                                        "samples (default: train one into <run>/classifier)")
+    classifier_epochs: int = option(0, "epochs of the classifier trained on the fly (0: 20 for digits, 3 for "
+                                    "larger data sets)")
+    quality_samples: int = option(1000, "generated images scored at the end of the run (gan/... metrics)")
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0 <= self.label_smoothing < 0.5:
+            raise UsageError(f"invalid value for 'label_smoothing': {self.label_smoothing}; expected a number in "
+                             "[0, 0.5)")
+        if not 0 <= self.beta1 < 1:
+            raise UsageError(f"invalid value for 'beta1': {self.beta1}; expected a number in [0, 1)")
+        for key in ("latent_dim", "g_features", "d_features", "quality_samples"):
+            if getattr(self, key) < (2 if key == "quality_samples" else 1):
+                raise UsageError(f"invalid value for {key!r}: {getattr(self, key)}; expected a positive integer"
+                                 + (" >= 2" if key == "quality_samples" else ""))
+        if self.classifier_epochs < 0:
+            raise UsageError(f"invalid value for 'classifier_epochs': {self.classifier_epochs}; expected >= 0")
+        if self.classifier is not None and not (self.classifier / "config.yaml").is_file():
+            raise UsageError(f"classifier {self.classifier} is not a dlguide run directory (no config.yaml)")
+
+
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """Stored images (uint8 or float in [0, 1]) as float in [0, 1]."""
+    return TF.to_dtype(images, torch.float32, scale=True)
+
+
+class ImageGenerationTask(Task):
+    """Train a DCGAN on an image data set and measure its samples with a classifier."""
+
+    Config = ImageGenerationConfig
+    config: ImageGenerationConfig
+    automatic_optimization = False
+
+    def __init__(self, config: ImageGenerationConfig, name: str = "") -> None:
+        super().__init__(config, name)
+        self.scorer: ClassifierScorer | None = None
+        self.test_images: torch.Tensor | None = None
+        self.quality: dict[str, Any] = {}
+        self._eval_noise: torch.Generator | None = None
+
+    # -- data and model -----------------------------------------------------------------
+    def build_data(self) -> DataSplits:
+        cfg = self.config
+        data = load_images(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, channels=cfg.image_channels,
+                           image_size=cfg.image_size, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
+                           seed=cfg.seed)
+        try:
+            layout(data.image_size)
+        except ValueError as exc:
+            raise UsageError(f"{exc} (set image_size)") from None
+        for split in ("val", "test"):
+            if split not in data.splits:
+                raise UsageError(f"vision.gan scores samples against a {split} split; raise {split}_fraction above 0")
+        self.meta = {"dataset": cfg.dataset, "classes": data.classes, "channels": data.channels,
+                     "image_size": data.image_size,
+                     "sizes": {name: len(labels) for name, (_, labels) in data.splits.items()}}
+        self.scorer = self._scorer()
+        self.test_images = data.splits["test"][0]
+        return DataSplits(*(ImageDataset(*data.splits[s]) for s in ("train", "val", "test")))
+
+    def _scorer(self) -> ClassifierScorer:
+        """The judging classifier: the one named in the config, or one trained now into the run directory."""
+        from dlguide.runs import load_run, run_task
+
+        cfg, trainer = self.config, self.trainer
+        assert trainer is not None
+        path = cfg.classifier or trainer.run_dir.path / "classifier"
+        if cfg.classifier is None and not (path / "model.safetensors").is_file():
+            if path.exists():
+                raise UsageError(f"{path} holds an unfinished classifier run; finish it with 'dlguide resume {path}' "
+                                 "or delete it")
+            epochs = cfg.classifier_epochs or (20 if cfg.dataset == "digits" else 3)
+            if trainer.progress != "none":
+                print(f"{self.name}: training the scoring classifier (vision.classify, {epochs} epochs) into {path}",
+                      file=sys.stderr, flush=True)
+            rng = capture_rng()  # the classifier's training must not shift this run's random stream
+            run_task("vision.classify", out=path, runtime=trainer.runtime, progress=trainer.progress,
+                     base={"dataset": cfg.dataset, "data_dir": cfg.data_dir, "download": cfg.download,
+                           "image_size": self.meta["image_size"], "image_channels": self.meta["channels"],
+                           "val_fraction": cfg.val_fraction, "test_fraction": cfg.test_fraction, "seed": cfg.seed,
+                           "device": cfg.device, "epochs": epochs})
+            restore_rng(rng)
+        judge = load_run(path, runtime=trainer.runtime)
+        if judge.name != "vision.classify":
+            raise UsageError(f"classifier {path} is a {judge.name} run; expected a vision.classify run")
+        scorer = ClassifierScorer(judge)
+        scorer.check_fits(int(self.meta["channels"]), int(self.meta["image_size"]), self.meta["classes"], str(path))
+        return scorer
+
+    def build_model(self) -> nn.Module:
+        cfg, meta = self.config, self.meta
+        return DCGAN(cfg.latent_dim, int(meta["channels"]), int(meta["image_size"]), cfg.g_features, cfg.d_features)
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        """One optimizer per player, generator first."""
+        cfg = self.config
+
+        def make(module: nn.Module) -> torch.optim.Optimizer:
+            if cfg.optimizer in ("adam", "adamw"):
+                cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+                return cls(module.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999), weight_decay=cfg.weight_decay)
+            return build_optimizer(cfg, module.parameters())
+
+        return [make(self.model.generator), make(self.model.discriminator)]
+
+    # -- steps --------------------------------------------------------------------------
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        trainer, gan = self.trainer, self.model
+        g_opt, d_opt = trainer.optimizers
+        real = to_unit(batch[0]) * 2 - 1
+        n = len(real)
+        bce = nn.functional.binary_cross_entropy_with_logits
+        real_target = torch.full((n,), 1.0 - self.config.label_smoothing, device=real.device)
+        zeros, ones = torch.zeros(n, device=real.device), torch.ones(n, device=real.device)
+
+        # the discriminator: real images towards 1 (or 1 - smoothing), generated ones towards 0
+        with trainer.autocast():
+            fake = gan.generator(torch.randn(n, self.config.latent_dim, device=real.device))
+            d_real, d_fake = gan.discriminator(real), gan.discriminator(fake.detach())
+            d_loss = bce(d_real.float(), real_target) + bce(d_fake.float(), zeros)
+        d_opt.zero_grad(set_to_none=True)
+        trainer.backward(d_loss)
+        trainer.optimizer_step(d_opt)
+
+        # the generator: make the updated discriminator call its images real (the non-saturating loss)
+        with trainer.autocast():
+            g_loss = bce(gan.discriminator(fake).float(), ones)
+        g_opt.zero_grad(set_to_none=True)
+        trainer.backward(g_loss)
+        trainer.optimizer_step(g_opt)
+        d_opt.zero_grad(set_to_none=True)  # the generator's backward pass went through the discriminator too
+        return {"loss": (d_loss + g_loss).detach(), "d_loss": d_loss.detach(), "g_loss": g_loss.detach(),
+                "d_real": d_real.detach().float().sigmoid().mean(), "d_fake": d_fake.detach().float().sigmoid().mean()}
+
+    def configure_metrics(self, stage: str) -> dict[str, Any]:
+        assert self.scorer is not None
+        # the same noise in every evaluation pass, drawn apart from the training stream
+        self._eval_noise = torch.Generator().manual_seed(self.config.seed + 1)
+        return {"frechet_distance": frechet_metric(self.scorer.num_features), "confidence": MeanMetric(),
+                "confident_share": MeanMetric()}
+
+    def validation_step(self, batch: Any, metrics: Mapping[str, Any]) -> None:
+        assert self.scorer is not None and self._eval_noise is not None
+        real = to_unit(batch[0])
+        noise = torch.randn(len(real), self.config.latent_dim, generator=self._eval_noise).to(real.device)
+        real_features, _ = self.scorer.score(real)
+        fake_features, probs = self.scorer.score(self.model.sample(noise).float())
+        metrics["frechet_distance"].update(real_features, real=True)
+        metrics["frechet_distance"].update(fake_features, real=False)
+        top = probs.max(1).values
+        metrics["confidence"].update(top)
+        metrics["confident_share"].update((top >= CONFIDENT).float())
+        return None
+
+    # -- sampling -----------------------------------------------------------------------
+    def noise(self, n: int, seed: int) -> torch.Tensor:
+        """``n`` noise vectors drawn with ``seed`` apart from the training stream (same seed, same vectors)."""
+        return torch.randn(n, self.config.latent_dim, generator=torch.Generator().manual_seed(seed))
+
+    def sample(self, n: int, seed: int) -> torch.Tensor:
+        """``n`` images in [0, 1] from the noise of ``seed``."""
+        return generate(self.model, self.noise(n, seed))
+
+    def write_sample_grid(self, path: Path) -> Path:
+        """The 64 images of the fixed grid noise, 8 to a row, enlarged to at least 64 pixels a side."""
+        from dlguide_vision.figures import save_grid
+
+        return save_grid(self.sample(GRID, self.config.seed + 2), path)
+
+    # -- after training -----------------------------------------------------------------
+    def final_metrics(self, metrics: Mapping[str, float]) -> dict[str, Any]:
+        """``gan/...``: quality of ``quality_samples`` images against the test split, beside an untrained generator."""
+        assert self.scorer is not None and self.test_images is not None
+        cfg = self.config
+        noise = self.noise(cfg.quality_samples, cfg.seed + 3)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            untrained = self.build_model().to(next(self.model.parameters()).device)
+        fake, baseline = generate(self.model, noise), generate(untrained, noise)
+        self.quality = sample_quality(self.scorer, fake, to_unit(self.test_images), baseline)
+        return prefixed("gan", self.quality)
+
+    def write_artifacts(self, run_dir: Path, metrics: Mapping[str, Any]) -> list[Path]:
+        from dlguide_vision.figures import class_histogram
+
+        written = [self.write_sample_grid(run_dir / "samples.png")]
+        if self.quality:
+            shares = [self.quality[f"class_share/{c}"] for c in self.meta["classes"]]
+            written.append(class_histogram(shares, list(self.meta["classes"]), run_dir / "class_histogram.png",
+                                           f"{self.name}: classes of {self.quality['samples']} generated images"))
+        return written
+
+
+@torch.no_grad()
+def generate(model: DCGAN, noise: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    """Images in [0, 1] (on the CPU) made by ``model``'s generator in eval mode from ``noise``."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model.sample(noise[i:i + batch].to(device)).float().clamp(0, 1).cpu()
+                          for i in range(0, len(noise), batch)])
+    finally:
+        model.train(was_training)
+
+
+def generate_images(run: str | Path, n: int, out: str | Path, seed: int = 0, *, runtime: Any = None) -> list[Path]:
+    """Write ``n`` generated images as PNG files and ``grid.png`` into ``out``; returns the paths."""
+    from dlguide.runs import load_run
+    from dlguide_vision.figures import save_grid, save_images
+
+    if n < 1:
+        raise UsageError(f"invalid value for --n: {n}; expected an integer >= 1")
+    task = load_run(run, runtime=runtime)
+    if not isinstance(task, ImageGenerationTask):
+        raise UsageError(f"{run} is a {task.name} run; generate needs a vision.gan run")
+    images = task.sample(n, seed)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    return [*save_images(images, folder), save_grid(images, folder / "grid.png")]
