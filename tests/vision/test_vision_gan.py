@@ -67,7 +67,7 @@ def test_generate_writes_images_and_grid(gan_run, tmp_path, capsys):
     assert files == ["grid.png", *(f"sample_{i:04d}.png" for i in range(5))]
     assert Image.open(tmp_path / "gen" / "sample_0000.png").size == (8, 8)
     again = load_run(gan_run).sample(5, 3)
-    first = torch.from_numpy(np.asarray(Image.open(tmp_path / "gen" / "sample_0000.png").convert("L"))).float()
+    first = torch.from_numpy(np.array(Image.open(tmp_path / "gen" / "sample_0000.png").convert("L"))).float()
     assert torch.allclose(first / 255, again[0, 0], atol=1 / 255 + 1e-6)
 
 
