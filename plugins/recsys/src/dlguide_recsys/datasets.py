@@ -11,7 +11,6 @@ by ``|`` (a film's genres). An items table may have a ``title`` column, used for
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from dlguide.errors import UsageError
+from dlguide.resources import package_file
 
 ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
                  "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
@@ -118,14 +118,7 @@ def _year_of_title(title: str) -> str:
 # -- MovieLens 100k --------------------------------------------------------------------------
 def recbole_folder() -> Path:
     """The ml-100k folder inside the installed recbole package (found without importing it)."""
-    spec = importlib.util.find_spec("recbole")
-    if spec is None or not spec.submodule_search_locations:
-        raise UsageError("ml-100k is read from the recbole package, which is not installed; "
-                         "run: pip install --no-deps recbole")
-    folder = Path(next(iter(spec.submodule_search_locations))) / "dataset_example" / "ml-100k"
-    if not (folder / "ml-100k.inter").is_file():
-        raise UsageError(f"{folder} lacks ml-100k.inter; reinstall it: pip install --no-deps --force-reinstall recbole")
-    return folder
+    return package_file("recbole", "dataset_example/ml-100k/ml-100k.inter", "recbole", purpose="ml-100k").parent
 
 
 def _atomic(path: Path) -> pd.DataFrame:

