@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torchmetrics.classification as tmc
 from monai.transforms import Compose
 from torch import nn
 
+from dlguide.classification import classification_metrics, write_confusion_matrix
 from dlguide.config import option
 from dlguide.errors import UsageError
 from dlguide.task import SCHEDULERS, DataSplits, Task, TrainConfig
@@ -96,10 +96,7 @@ class MedicalClassificationTask(Task):
 
     def configure_metrics(self, stage: str) -> dict[str, Any]:
         n = len(self.meta["classes"])
-        metrics: dict[str, Any] = {"accuracy": tmc.MulticlassAccuracy(n, average="micro"), "auc": RocAuc(n)}
-        if stage == "test":
-            metrics["confusion_matrix"] = tmc.MulticlassConfusionMatrix(n)
-        return metrics
+        return classification_metrics(n, stage, per_class=False, auc=RocAuc(n))
 
     def validation_step(self, batch: Any, metrics: Mapping[str, Any]) -> torch.Tensor:
         logits = self.model(batch["image"])
@@ -109,13 +106,8 @@ class MedicalClassificationTask(Task):
         return nn.functional.cross_entropy(logits, labels)
 
     def write_artifacts(self, run_dir: Path, metrics: Mapping[str, Any]) -> list[Path]:
-        from dlguide.plots import confusion_matrix
-
-        if "confusion_matrix" not in metrics:
-            return []
-        matrix = metrics["confusion_matrix"].compute().cpu().numpy()
-        return [confusion_matrix(matrix, list(self.meta["classes"]), run_dir / "confusion_matrix.png",
-                                 f"{self.name} on {self.meta['dataset']}: test confusion matrix")]
+        return write_confusion_matrix(metrics, self.meta["classes"], run_dir,
+                                      f"{self.name} on {self.meta['dataset']}: test confusion matrix")
 
     def predict(self, inputs: Sequence[str]) -> list[dict[str, Any]]:
         """Every class's probability for each image file, most likely first."""

@@ -20,15 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torchmetrics.classification as tmc
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from dlguide.classification import classification_metrics, write_confusion_matrix
 from dlguide.config import option
 from dlguide.errors import UsageError
+from dlguide.resources import package_file
 from dlguide.task import DataSplits, Task, TrainConfig
 from dlguide_nlp import models, tokenization
-from dlguide_nlp.datasets import DATASETS, load_texts, package_file
+from dlguide_nlp.datasets import DATASETS, load_texts
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class TextClassificationConfig(TrainConfig):
         if not self.pretrained:
             return None
         if self.pretrained in PACKAGED_MODELS:
-            return package_file(*PACKAGED_MODELS[self.pretrained])
+            return package_file(*PACKAGED_MODELS[self.pretrained], purpose="this model")
         path = Path(self.pretrained).expanduser()
         if not (path / "config.json").is_file():
             raise UsageError(f"pretrained={self.pretrained!r} is not a from_pretrained folder (no config.json); "
@@ -186,16 +187,7 @@ class TextClassificationTask(Task):
         return nn.functional.cross_entropy(self.model(input_ids, attention_mask), labels)
 
     def configure_metrics(self, stage: str) -> dict[str, Any]:
-        n = len(self.meta["classes"])
-        metrics: dict[str, Any] = {
-            "accuracy": tmc.MulticlassAccuracy(n, average="micro"),
-            "f1_macro": tmc.MulticlassF1Score(n, average="macro"),
-            "precision": tmc.MulticlassPrecision(n, average=None),
-            "recall": tmc.MulticlassRecall(n, average=None),
-        }
-        if stage == "test":
-            metrics["confusion_matrix"] = tmc.MulticlassConfusionMatrix(n)
-        return metrics
+        return classification_metrics(len(self.meta["classes"]), stage)
 
     def validation_step(self, batch: Any, metrics: Mapping[str, Any]) -> torch.Tensor:
         input_ids, attention_mask, labels = batch
@@ -206,13 +198,8 @@ class TextClassificationTask(Task):
 
     # -- after training -----------------------------------------------------------------
     def write_artifacts(self, run_dir: Path, metrics: Mapping[str, Any]) -> list[Path]:
-        from dlguide.plots import confusion_matrix
-
-        if "confusion_matrix" not in metrics:
-            return []
-        matrix = metrics["confusion_matrix"].compute().cpu().numpy()
-        return [confusion_matrix(matrix, list(self.meta["classes"]), run_dir / "confusion_matrix.png",
-                                 f"{self.name} on {self.meta['dataset']}: test confusion matrix")]
+        return write_confusion_matrix(metrics, self.meta["classes"], run_dir,
+                                      f"{self.name} on {self.meta['dataset']}: test confusion matrix")
 
     def predict(self, inputs: Sequence[str]) -> list[dict[str, Any]]:
         """The most likely class and its probability for each text."""

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-import torchmetrics.classification as tmc
 from torch import nn
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from dlguide.classification import classification_metrics, write_confusion_matrix
 from dlguide.config import option
 from dlguide.errors import UsageError
 from dlguide.task import SCHEDULERS, DataSplits, Task
@@ -145,17 +145,9 @@ class ImageClassificationTask(Task):
         return nn.functional.cross_entropy(logits, labels, label_smoothing=self.config.label_smoothing)
 
     def configure_metrics(self, stage: str) -> dict[str, Any]:
-        n = len(self.meta["classes"])
-        metrics: dict[str, Any] = {
-            "accuracy": tmc.MulticlassAccuracy(n, average="micro"),
-            "f1_macro": tmc.MulticlassF1Score(n, average="macro"),
-            "precision": tmc.MulticlassPrecision(n, average=None),
-            "recall": tmc.MulticlassRecall(n, average=None),
-        }
         if stage == "test":
-            metrics["confusion_matrix"] = tmc.MulticlassConfusionMatrix(n)
             self.mistakes = []  # the Trainer asks for fresh metrics at the start of every test pass
-        return metrics
+        return classification_metrics(len(self.meta["classes"]), stage)
 
     def _evaluate(self, batch: Any, metrics: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = batch
@@ -179,14 +171,9 @@ class ImageClassificationTask(Task):
 
     # -- after training -----------------------------------------------------------------
     def write_artifacts(self, run_dir: Path, metrics: Mapping[str, Any]) -> list[Path]:
-        from dlguide.plots import confusion_matrix
-
         classes = list(self.meta["classes"])
-        written = []
-        if "confusion_matrix" in metrics:
-            matrix = metrics["confusion_matrix"].compute().cpu().numpy()
-            written.append(confusion_matrix(matrix, classes, run_dir / "confusion_matrix.png",
-                                            f"{self.name} on {self.meta['dataset']}: test confusion matrix"))
+        written = write_confusion_matrix(metrics, classes, run_dir,
+                                         f"{self.name} on {self.meta['dataset']}: test confusion matrix")
         if self.mistakes:
             written.append(misclassified_grid(self.mistakes, classes, run_dir / "misclassified.png"))
         return written

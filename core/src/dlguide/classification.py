@@ -1,0 +1,40 @@
+"""What every classification task measures and draws, whatever its inputs.
+
+Tasks import this module (it imports torchmetrics); ``import dlguide`` does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torchmetrics.classification as tmc
+
+
+def classification_metrics(classes: int, stage: str, *, per_class: bool = True, **extra: Any) -> dict[str, Any]:
+    """Accuracy and macro F1; per-class precision and recall (``per_class``); ``extra`` metrics
+    by name; and, on the test pass, a confusion matrix (drawn by :func:`write_confusion_matrix`).
+
+    Each metric is updated with ``(logits or probabilities, labels)``.
+    """
+    metrics: dict[str, Any] = {"accuracy": tmc.MulticlassAccuracy(classes, average="micro"),
+                               "f1_macro": tmc.MulticlassF1Score(classes, average="macro")}
+    if per_class:
+        metrics["precision"] = tmc.MulticlassPrecision(classes, average=None)
+        metrics["recall"] = tmc.MulticlassRecall(classes, average=None)
+    metrics.update(extra)
+    if stage == "test":
+        metrics["confusion_matrix"] = tmc.MulticlassConfusionMatrix(classes)
+    return metrics
+
+
+def write_confusion_matrix(metrics: Mapping[str, Any], classes: Sequence[str], run_dir: Path,
+                           title: str) -> list[Path]:
+    """``run_dir/confusion_matrix.png`` from a test pass's metrics (none without a confusion matrix)."""
+    from dlguide.plots import confusion_matrix
+
+    if "confusion_matrix" not in metrics:
+        return []
+    matrix = metrics["confusion_matrix"].compute().cpu().numpy()
+    return [confusion_matrix(matrix, list(classes), run_dir / "confusion_matrix.png", title)]
