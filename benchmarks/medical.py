@@ -13,9 +13,6 @@ Figures are printed and written to benchmarks/results/medical.json. Exits 1 when
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import resource
 import sys
 import tempfile
@@ -26,11 +23,11 @@ from typing import Any
 import torch
 
 import dlguide_medical.plugin
-from dlguide.plugins import load_runtime
-from dlguide.runs import run_task
+from _common import RESULTS, environment, plugin_runtime, save_json, timed_run
 
 SYNTHETIC = {"overrides": [], "target_dice": 0.90, "max_seconds": 300.0}
-MNI = {"overrides": ["dataset=mni-brain", "spacing=[2,2,2]", "patch_size=[32,16,32]", "samples_per_volume=8", "epochs=60"]}
+MNI = {"overrides": ["dataset=mni-brain", "spacing=[2,2,2]", "patch_size=[32,16,32]", "samples_per_volume=8",
+                     "epochs=60"]}
 
 
 def peak_rss_mib() -> float:
@@ -64,14 +61,13 @@ def sliding_window() -> dict[str, Any]:
 
 
 def run(name: str, overrides: list[str], workdir: Path, runtime: Any) -> tuple[dict[str, float], float]:
-    started = time.perf_counter()
-    result = run_task("medical.segment", overrides=overrides, out=workdir / name, runtime=runtime, progress="log")
-    return result.metrics, time.perf_counter() - started
+    timed = timed_run("medical.segment", overrides, workdir / name, runtime)
+    return timed.metrics, timed.wall_seconds
 
 
 def main() -> int:
-    out = Path(__file__).parent / "results" / "medical.json"
-    runtime = load_runtime(strict=True, disable=(), extra={"medical": dlguide_medical.plugin}, use_entry_points=False)
+    out = RESULTS / "medical.json"
+    runtime = plugin_runtime("medical", dlguide_medical.plugin)
     results: dict[str, Any] = {"command": "python benchmarks/medical.py",
                                "caveat": "2 CPU cores shared with other training jobs; wall times are inflated "
                                          "by their load (load average noted below)"}
@@ -94,12 +90,8 @@ def main() -> int:
                                 "target": "reported (one held-out slab of the MNI152 template)"}
         print(f"mni-brain: grey-matter Dice {metrics['test/dice/grey_matter']:.4f}, white-matter "
               f"{metrics['test/dice/white_matter']:.4f}, {wall:.0f} s", flush=True)
-    results["environment"] = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-                              "cpus": os.cpu_count(), "load_average_at_end": os.getloadavg(),
-                              "python": platform.python_version(), "machine": platform.machine()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"saved {out}")
+    results["environment"] = environment()
+    save_json(out, results)
     return 0 if results["synthetic"]["passed"] else 1
 
 

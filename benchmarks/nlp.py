@@ -18,20 +18,15 @@ benchmarks/results/nlp.json. Exits 1 when a target is missed.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 import dlguide_nlp.plugin
-from dlguide.plugins import load_runtime
-from dlguide.runs import run_task
+from _common import RESULTS, environment, load_json, plugin_runtime, save_json, timed_run
 
 # the MiniLM run sees 1 epoch of at most 350 batches of 16 (5,600 of the 9,222 training
 # snippets) with a short warmup and a cosine decay: enough to pass 0.80 inside the budget
@@ -49,19 +44,15 @@ RUNS: dict[str, dict[str, Any]] = {
 
 def bench(name: str, workdir: Path) -> dict[str, Any]:
     spec = RUNS[name]
-    runtime = load_runtime(strict=True, disable=(), extra={"nlp": dlguide_nlp.plugin}, use_entry_points=False)
-    load_before = os.getloadavg()[0]
-    started = time.perf_counter()
-    result = run_task("nlp.classify", overrides=spec["overrides"], out=workdir / name, runtime=runtime,
-                      progress="log")
-    wall = time.perf_counter() - started
-    accuracy = result.metrics["test/accuracy"]
+    runtime = plugin_runtime("nlp", dlguide_nlp.plugin)
+    run = timed_run("nlp.classify", spec["overrides"], workdir / name, runtime)
+    wall, accuracy = run.wall_seconds, run.metrics["test/accuracy"]
     row: dict[str, Any] = {
         "command": " ".join(["dlguide run nlp.classify", *(["--set", *spec["overrides"]] if spec["overrides"] else [])]),
         "test_accuracy": round(accuracy, 4),
-        "test_f1_macro": round(result.metrics["test/f1_macro"], 4),
+        "test_f1_macro": round(run.metrics["test/f1_macro"], 4),
         "fit_seconds": round(wall, 1),
-        "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "load_average_1min": run.load_average,
     }
     if "target" in spec:
         row["target"] = f"test accuracy >= {spec['target']} within {spec['max_seconds']:.0f} s"
@@ -85,30 +76,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=list(RUNS), help="run only these models")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "nlp.json"))
+    parser.add_argument("--out", default=str(RESULTS / "nlp.json"))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
-    results = json.loads(out.read_text()) if out.is_file() else {}
+    results = load_json(out)
     names = args.only or list(RUNS)
     command = " ".join(["python benchmarks/nlp.py", *sys.argv[1:]])
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             results[name] = {"benchmark_command": command, **bench(name, Path(tmp))}
             print(table({name: results[name]}).splitlines()[-1], flush=True)
-    results["environment"] = {
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-        "device": "cuda" if torch.cuda.is_available() else "cpu", "python": platform.python_version(),
-        "machine": platform.machine(),
-        "caveat": "measured on a shared 2-core machine where other training jobs ran at the same time; "
-                  "load_average_1min (before, after each run) shows how busy it was, and fit times on a "
-                  "quiet machine are shorter",
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    results["environment"] = environment(
+        caveat="measured on a shared 2-core machine where other training jobs ran at the same time; "
+               "load_average_1min (before, after each run) shows how busy it was, and fit times on a "
+               "quiet machine are shorter")
     print(table(results))
-    print(f"saved {out}")
+    save_json(out, results)
     return 0 if all(results[n].get("passed", True) for n in names) else 1
 
 

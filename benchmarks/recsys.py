@@ -19,20 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import dlguide_recsys.plugin
-from dlguide import hookimpl
-from dlguide.plugins import load_runtime
-from dlguide.runs import run_task
+from _common import RESULTS, environment, load_json, plugin_runtime, save_json, timed_run
 
 # settings chosen on the validation split (val/ndcg@10), never on the test figures
 SETTINGS: dict[str, list[str]] = {
@@ -50,35 +43,13 @@ DEEP = ("mf", "neumf", "two-tower")
 TARGET_RECALL, TARGET_NDCG = 0.25, 0.29
 
 
-class TrainingClock:
-    """Seconds spent in training steps, through the public hooks (validation is not counted)."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self._mark = 0.0
-
-    @hookimpl
-    def dlguide_epoch_start(self, trainer: Any, epoch: int) -> None:
-        self._mark = time.perf_counter()
-
-    @hookimpl
-    def dlguide_train_batch_end(self, trainer: Any, batch_idx: int, loss: Any) -> None:
-        now = time.perf_counter()
-        self.seconds += now - self._mark
-        self._mark = now
-
-
 def bench(model: str, workdir: Path) -> dict[str, Any]:
-    runtime = load_runtime(strict=True, disable=(), extra={"recsys": dlguide_recsys.plugin}, use_entry_points=False)
-    clock = TrainingClock()
-    runtime.pm.register(clock, name="benchmark.clock")
     overrides = [f"model={model}", *SETTINGS[model]]
-    started = time.perf_counter()
-    result = run_task("recsys.rank", overrides=overrides, out=workdir / model, runtime=runtime, progress="none")
-    wall = time.perf_counter() - started
-    epochs = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    run = timed_run("recsys.rank", overrides, workdir / model, plugin_runtime("recsys", dlguide_recsys.plugin),
+                    progress="none")
+    epochs = [json.loads(line) for line in (run.result.run_dir / "metrics.jsonl").read_text().splitlines()]
     best = max(epochs, key=lambda row: row["val/ndcg@10"])
-    m = result.metrics
+    m = run.metrics
     return {
         "settings": overrides,
         "recall@10": round(m["test/recall@10"], 4), "ndcg@10": round(m["test/ndcg@10"], 4),
@@ -86,7 +57,8 @@ def bench(model: str, workdir: Path) -> dict[str, Any]:
         "precision@10": round(m["test/precision@10"], 4), "mrr@10": round(m["test/mrr@10"], 4),
         "map@10": round(m["test/map@10"], 4), "val_ndcg@10": round(m["val/ndcg@10"], 4),
         "best_epoch": int(best["epoch"]), "epochs_run": len(epochs),
-        "train_seconds": round(clock.seconds, 2), "wall_seconds": round(wall, 1),
+        "train_seconds": round(run.clock.seconds, 2), "wall_seconds": round(run.wall_seconds, 1),
+        "load_average_1min": run.load_average,
         "protocol": {k.removeprefix("protocol/"): v for k, v in m.items() if k.startswith("protocol/")},
     }
 
@@ -123,7 +95,7 @@ def print_table(rows: dict[str, dict[str, Any]]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=tuple(SETTINGS), default=list(SETTINGS))
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "recsys.json"))
+    parser.add_argument("--out", default=str(RESULTS / "recsys.json"))
     args = parser.parse_args()
     out = Path(args.out)
     fresh: dict[str, dict[str, Any]] = {}
@@ -133,7 +105,7 @@ def main() -> int:
             print(f"{model}: recall@10 {r['recall@10']:.4f}, NDCG@10 {r['ndcg@10']:.4f} "
                   f"(best epoch {r['best_epoch']} of {r['epochs_run']}, {r['wall_seconds']:.0f} s)", flush=True)
     # read the saved table only now: another invocation for other models may have written it meanwhile
-    saved = json.loads(out.read_text()) if out.is_file() else {}
+    saved = load_json(out)
     rows = {**saved.get("models", {}), **fresh}
     command = "python benchmarks/recsys.py" + (f" --models {' '.join(args.models)}"
                                                if args.models != list(SETTINGS) else "")
@@ -153,13 +125,9 @@ def main() -> int:
                   "inflated and only comparable within one run of this script",
         "models": rows,
         "targets": checks,
-        "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-                        "device": "cuda" if torch.cuda.is_available() else "cpu",
-                        "python": platform.python_version(), "machine": platform.machine()},
+        "environment": environment(),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"saved {out}")
+    save_json(out, results)
     return 0 if all(checks.values()) else 1
 
 

