@@ -6,10 +6,12 @@ from __future__ import annotations
 import inspect
 import re
 import signal
+import threading
 
 import pytest
 
 from dlguide import hookimpl, hookspecs
+from dlguide.checkpoint import load_checkpoint
 from dlguide.errors import RunError, RunInterrupted
 from dlguide.runs import resume_run, run_task
 
@@ -69,8 +71,8 @@ FAST = ["samples=256", "batch_size=32", "hidden=8"]  # 6 training batches per ep
 def test_lifecycle_hooks_are_called_in_order(toy_runtime, tmp_path):
     rec = Recorder()
     toy_runtime.pm.register(rec)
-    run_task("example.sine", overrides=[*FAST, "epochs=2", "monitor=train/loss"], out=tmp_path / "r",
-             runtime=toy_runtime, progress="none")
+    run_task("example.sine", overrides=[*FAST, "epochs=2", "monitor=train/loss", "async_checkpoints=false"],
+             out=tmp_path / "r", runtime=toy_runtime, progress="none")
     assert rec.counter == 12
     assert rec.calls == [
         ("run_start", 0),
@@ -80,6 +82,30 @@ def test_lifecycle_hooks_are_called_in_order(toy_runtime, tmp_path):
         ("checkpoint_saved", "last", "last.ckpt"), ("checkpoint_saved", "best", "best.ckpt"),
         ("run_end", True),
     ]
+
+
+def test_background_checkpoints_are_announced_from_their_thread_in_order(toy_runtime, tmp_path):
+    rec = Recorder()
+    threads = []
+
+    class Thread:
+        @hookimpl
+        def dlguide_checkpoint_saved(self, trainer, path, kind):
+            threads.append(threading.current_thread().name)
+
+    toy_runtime.pm.register(rec)
+    toy_runtime.pm.register(Thread())
+    run_task("example.sine", overrides=[*FAST, "epochs=3", "monitor=train/loss"], out=tmp_path / "r",
+             runtime=toy_runtime, progress="none")
+    saved = [c for c in rec.calls if c[0] == "checkpoint_saved"]
+    assert saved == [("checkpoint_saved", "last", "last.ckpt"), ("checkpoint_saved", "best", "best.ckpt")] * 3
+    at = [i for i, c in enumerate(rec.calls) if c[0] == "checkpoint_saved"]
+    for epoch in (1, 2, 3):  # each epoch's pair comes after its epoch_end
+        end = rec.calls.index(("epoch_end", epoch, ["val/loss", "val/mae", "val/r2"]))
+        assert at[2 * epoch - 2] > end
+    assert rec.calls[-1] == ("run_end", True)
+    assert threads and all(name.startswith("dlguide-checkpoint") for name in threads)
+    assert load_checkpoint(tmp_path / "r" / "checkpoints" / "last.ckpt")["epoch"] == 3
 
 
 def test_plugin_state_travels_in_checkpoints(toy_runtime, tmp_path):

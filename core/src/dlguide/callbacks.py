@@ -49,7 +49,9 @@ class MetricsLogger:
         if importlib.util.find_spec("tensorboard") is not None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(trainer.run_dir.path / "tensorboard"), purge_step=trainer.epoch + 1)
+            # its own thread writes the events; they reach the file within flush_secs, not per epoch
+            self.writer = SummaryWriter(str(trainer.run_dir.path / "tensorboard"), purge_step=trainer.epoch + 1,
+                                        flush_secs=10)
 
     @hookimpl(tryfirst=True)
     def dlguide_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
@@ -58,7 +60,6 @@ class MetricsLogger:
             for key, value in metrics.items():
                 if key != "epoch":
                     self.writer.add_scalar(key, value, epoch)
-            self.writer.flush()
 
     def _close(self, trainer: Trainer) -> None:
         if self.writer is not None:
@@ -112,7 +113,9 @@ class EarlyStopping:
 class Checkpointer:
     """Writes ``last.ckpt`` after every epoch and ``best.ckpt`` when ``monitor`` improves.
 
-    It runs last so that the other plugins' state (early stopping) is already updated.
+    It runs last so that the other plugins' state (early stopping) is already updated. With
+    ``async_checkpoints`` (the default) the state is copied at the end of the epoch and
+    written on a background thread while the next epoch trains.
     """
 
     def __init__(self, mode: str) -> None:
@@ -125,9 +128,10 @@ class Checkpointer:
         improved = is_better(value, self.best, self.mode)
         if improved:
             self.best = value
-        last = trainer.save_checkpoint(trainer.run_dir.last_ckpt, "last")
+        background = trainer.config.async_checkpoints
+        last = trainer.save_checkpoint(trainer.run_dir.last_ckpt, "last", background=background)
         if improved:
-            trainer.save_checkpoint(trainer.run_dir.best_ckpt, "best", same_as=last)
+            trainer.save_checkpoint(trainer.run_dir.best_ckpt, "best", same_as=last, background=background)
 
     @hookimpl
     def dlguide_save_checkpoint(self, trainer: Trainer, checkpoint: dict[str, Any]) -> None:

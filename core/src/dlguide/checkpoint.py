@@ -10,6 +10,8 @@ import os
 import random
 import shutil
 import tempfile
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,63 @@ def atomic_save(obj: Any, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def snapshot(obj: Any) -> Any:
+    """A copy of a checkpoint's state whose tensors are cloned, so that training may go on
+    changing the originals while the copy is written (dicts keep their type and metadata)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        out = type(obj)((key, snapshot(value)) for key, value in obj.items())
+        if hasattr(obj, "_metadata"):  # a state dict's module versions
+            out._metadata = obj._metadata  # type: ignore[attr-defined]
+        return out
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(snapshot(value) for value in obj)
+    return obj
+
+
+class BackgroundWriter:
+    """Runs checkpoint writes in order on one background thread, so that training goes on while
+    the bytes reach the disk. ``wait`` blocks until every write so far is done and re-raises
+    the first failure; the writes queued after a failure are skipped (a ``best`` link must not
+    name the previous file), and the atomic rename means the previous files stay whole."""
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[Future[None]] = []
+        self._failed = False
+
+    def submit(self, job: Callable[[], None]) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlguide-checkpoint")
+        self._pending.append(self._pool.submit(self._run, job))
+
+    def _run(self, job: Callable[[], None]) -> None:
+        if self._failed:
+            return
+        try:
+            job()
+        except BaseException:
+            self._failed = True
+            raise
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, []
+        errors = [f.exception() for f in pending]
+        self._failed = False
+        first = next((e for e in errors if e is not None), None)
+        if first is not None:
+            raise first
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
 
 
 def atomic_link(source: Path, path: Path) -> None:

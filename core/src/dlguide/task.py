@@ -54,6 +54,8 @@ class TrainConfig:
     dataset: str = option("", "dataset name (each task lists its own)")
     data_dir: Optional[Path] = option(None, "folder holding the dataset files")
     num_workers: int = option(0, "data-loading worker processes")
+    async_checkpoints: bool = option(True, "write the per-epoch checkpoints on a background thread while the "
+                                     "next epoch trains")
     early_stopping_patience: int = option(0, "stop after this many epochs without improvement (0: off)")
     monitor: str = option("val/loss", "metric that picks the best checkpoint and drives early stopping")
     monitor_mode: str = option("auto", "min or max; auto means min for losses and errors, max otherwise",

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from dlguide import callbacks as builtin
-from dlguide.checkpoint import atomic_link, atomic_save, capture_rng, load_checkpoint, restore_rng, seed_everything, stamp
+from dlguide.checkpoint import (BackgroundWriter, atomic_link, atomic_save, capture_rng, load_checkpoint, restore_rng,
+                                seed_everything, snapshot, stamp)
 from dlguide.config import to_dict
 from dlguide.data import SeededLoader, resolve_device, to_device
 from dlguide.errors import CheckpointError, RunError, RunInterrupted, UsageError
@@ -75,6 +76,7 @@ class Trainer:
         self.schedules: list[Schedule] = []
         self.scaler: torch.amp.GradScaler | None = None
         self.model: nn.Module | None = None
+        self.checkpoint_writer = BackgroundWriter()
 
     # -- setup ---------------------------------------------------------------------
     def _setup(self, with_train: bool = True) -> None:
@@ -138,14 +140,37 @@ class Trainer:
         self.hook.dlguide_save_checkpoint(trainer=self, checkpoint=ckpt)
         return ckpt
 
-    def save_checkpoint(self, path: Path, kind: str, same_as: Path | None = None) -> Path:
+    def save_checkpoint(self, path: Path, kind: str, same_as: Path | None = None, *,
+                        background: bool = False) -> Path:
         """Write a checkpoint atomically and tell the plugins; ``same_as`` names a checkpoint
-        just written for this same state, which is linked instead of serialised again."""
+        just written for this same state, which is linked instead of serialised again.
+
+        With ``background`` the state is copied now and written on the checkpoint thread while
+        training goes on (in order with earlier writes; ``dlguide_checkpoint_saved`` is then
+        called from that thread). Otherwise earlier background writes finish first.
+        """
         if same_as is not None:
-            atomic_link(same_as, path)
+            def write() -> None:
+                atomic_link(same_as, path)
         else:
-            atomic_save(self.checkpoint_state(), path)
-        self.hook.dlguide_checkpoint_saved(trainer=self, path=path, kind=kind)
+            if not background:
+                self.checkpoint_writer.wait()
+            state = self.checkpoint_state()
+            if background:
+                self.checkpoint_writer.wait()  # at most one epoch's state in memory and in flight
+                state = snapshot(state)
+
+            def write() -> None:
+                atomic_save(state, path)
+
+        def job() -> None:
+            write()
+            self.hook.dlguide_checkpoint_saved(trainer=self, path=path, kind=kind)
+
+        if background:
+            self.checkpoint_writer.submit(job)
+        else:
+            job()
         return path
 
     def _restore(self, path: Path) -> None:
@@ -237,9 +262,12 @@ class Trainer:
             self.hook.dlguide_run_end(trainer=self, metrics=final)
             return final
         except BaseException as exc:
+            with contextlib.suppress(Exception):  # the error in flight is the one to report
+                self.checkpoint_writer.close()
             self.hook.dlguide_run_exception(trainer=self, exception=exc)
             raise
         finally:
+            self.checkpoint_writer.close()
             for name in plugins:
                 self.runtime.pm.unregister(name=name)
 
@@ -313,6 +341,8 @@ class Trainer:
 
     def _check_finite(self, value: Any, batch_idx: int, key: str = "loss") -> None:
         if isinstance(value, torch.Tensor) and not bool(torch.isfinite(value).all()):
+            with contextlib.suppress(Exception):
+                self.checkpoint_writer.wait()  # the last good checkpoint may still be on its way
             last = self.run_dir.last_ckpt
             kept = f"last good checkpoint kept: {last}" if last.exists() else "no checkpoint had been written yet"
             raise RunError(
@@ -354,6 +384,7 @@ class Trainer:
         from safetensors.torch import save_model
 
         assert self.model is not None
+        self.checkpoint_writer.wait()
         best = self.run_dir.best_ckpt
         if best.exists():
             self.model.load_state_dict(load_checkpoint(best, self.task.name)["model"])
