@@ -34,14 +34,36 @@ def gan_run(runtime, tmp_path_factory):
 
 
 @pytest.mark.parametrize("size,start,doublings", [(8, 4, 1), (28, 7, 2), (32, 4, 3)])
-def test_dcgan_is_sized_to_the_images(size, start, doublings):
+@pytest.mark.parametrize("extra_layers", [0, 1])
+def test_dcgan_is_sized_to_the_images(size, start, doublings, extra_layers):
     assert layout(size) == (start, doublings)
-    gan = DCGAN(16, 3 if size == 32 else 1, size, 8, 8)
+    gan = DCGAN(16, 3 if size == 32 else 1, size, 8, 8, extra_layers=extra_layers)
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in gan.generator.modules())
+    assert convs == extra_layers  # the extra layers are the generator's only plain convolutions
     with torch.no_grad():
         images = gan.sample(torch.randn(4, 16))
     assert images.shape == (4, 3 if size == 32 else 1, size, size)
     assert 0 <= float(images.min()) and float(images.max()) <= 1
     assert gan.discriminator(images * 2 - 1).shape == (4,)
+
+
+def test_samples_come_from_the_moving_average_of_the_generator():
+    plain = DCGAN(8, 1, 8, 4, 4)
+    assert plain.sampler() is plain.generator and plain.generator_ema is None  # ema off: the training generator
+    gan = DCGAN(8, 1, 8, 4, 4, ema=True)
+    assert gan.sampler() is gan.generator_ema
+    assert not any(p.requires_grad for p in gan.generator_ema.parameters())
+    with torch.no_grad():
+        for p in gan.generator.parameters():
+            p.add_(1.0)
+        for b in gan.generator.buffers():
+            b.add_(3)
+    before = [p.clone() for p in gan.generator_ema.parameters()]
+    gan.update_ema(0.75)  # a quarter of the way towards the generator
+    for old, new, target in zip(before, gan.generator_ema.parameters(), gan.generator.parameters()):
+        assert torch.allclose(new, old + 0.25 * (target - old))
+    for mine, theirs in zip(gan.generator_ema.buffers(), gan.generator.buffers()):
+        assert torch.equal(mine, theirs)  # batch-norm statistics are copied, not averaged
 
 
 def test_run_writes_grids_quality_metrics_and_its_classifier(gan_run):
@@ -97,3 +119,12 @@ def test_classifier_of_other_images_is_refused(gan_run, runtime, tmp_path):
     with pytest.raises(UsageError, match="was trained on 1x8x8 images; this GAN makes 1x16x16"):
         run_task("vision.gan", overrides=["epochs=1", "image_size=16", f"classifier={gan_run / 'classifier'}"],
                  out=tmp_path / "r", runtime=runtime, progress="none")
+
+
+@pytest.mark.parametrize("setting,message", [("ema_decay=1", "'ema_decay': 1.0; expected a number in \\[0, 1\\)"),
+                                             ("label_smoothing=0.5", "'label_smoothing'"),
+                                             ("g_features=0", "'g_features'")])
+def test_bad_settings_are_one_line_errors(runtime, tmp_path, setting, message):
+    with pytest.raises(UsageError, match=message):
+        run_task("vision.gan", overrides=[setting], out=tmp_path / "run", runtime=runtime, progress="none")
+    assert not (tmp_path / "run").exists()

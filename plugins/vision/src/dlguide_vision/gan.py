@@ -51,6 +51,10 @@ class ImageGenerationConfig(ImageDataConfig):
     latent_dim: int = option(64, "length of the generator's input noise vector")
     g_features: int = option(32, "feature maps of the generator's last hidden layer (doubling towards the input)")
     d_features: int = option(32, "feature maps of the discriminator's first layer (doubling towards the output)")
+    extra_layers: int = option(0, "3x3 convolution layers added at the generator's last and the discriminator's "
+                               "first hidden resolution (n_extra_layers of DCGAN's reference code)")
+    ema_decay: float = option(0.999, "decay of the moving average of the generator's weights that makes the "
+                              "samples (0: sample from the training generator); short runs warm it up")
     label_smoothing: float = option(0.0, "one-sided label smoothing: the discriminator's target for real images "
                                     "is 1 - this value (0.1 is common)")
     classifier: Optional[Path] = option(None, "a finished vision.classify run on the same data that scores the "
@@ -64,12 +68,16 @@ class ImageGenerationConfig(ImageDataConfig):
         if not 0 <= self.label_smoothing < 0.5:
             raise UsageError(f"invalid value for 'label_smoothing': {self.label_smoothing}; expected a number in "
                              "[0, 0.5)")
+        if not 0 <= self.ema_decay < 1:
+            raise UsageError(f"invalid value for 'ema_decay': {self.ema_decay}; expected a number in [0, 1)")
         if not 0 <= self.beta1 < 1:
             raise UsageError(f"invalid value for 'beta1': {self.beta1}; expected a number in [0, 1)")
         for key in ("latent_dim", "g_features", "d_features", "quality_samples"):
             if getattr(self, key) < (2 if key == "quality_samples" else 1):
                 raise UsageError(f"invalid value for {key!r}: {getattr(self, key)}; expected a positive integer"
                                  + (" >= 2" if key == "quality_samples" else ""))
+        if self.extra_layers < 0:
+            raise UsageError(f"invalid value for 'extra_layers': {self.extra_layers}; expected an integer >= 0")
         if self.classifier_epochs < 0:
             raise UsageError(f"invalid value for 'classifier_epochs': {self.classifier_epochs}; expected >= 0")
         if self.classifier is not None and not (self.classifier / "config.yaml").is_file():
@@ -146,7 +154,8 @@ class ImageGenerationTask(Task):
 
     def build_model(self) -> nn.Module:
         cfg, meta = self.config, self.meta
-        return DCGAN(cfg.latent_dim, int(meta["channels"]), int(meta["image_size"]), cfg.g_features, cfg.d_features)
+        return DCGAN(cfg.latent_dim, int(meta["channels"]), int(meta["image_size"]), cfg.g_features, cfg.d_features,
+                     ema=cfg.ema_decay > 0, extra_layers=cfg.extra_layers)
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         """One optimizer per player, generator first."""
@@ -186,6 +195,10 @@ class ImageGenerationTask(Task):
         trainer.backward(g_loss)
         trainer.optimizer_step(g_opt)
         d_opt.zero_grad(set_to_none=True)  # the generator's backward pass went through the discriminator too
+        # the average starts fast and slows to ema_decay (TensorFlow's num_updates warm-up), so
+        # that a run of a few hundred steps is not averaged over its random start
+        step = trainer.global_step
+        gan.update_ema(min(self.config.ema_decay, (1 + step) / (10 + step)))
         return {"loss": (d_loss + g_loss).detach(), "d_loss": d_loss.detach(), "g_loss": g_loss.detach(),
                 "d_real": d_real.detach().float().sigmoid().mean(), "d_fake": d_fake.detach().float().sigmoid().mean()}
 

@@ -10,6 +10,8 @@ output in [-1, 1], weights drawn from N(0, 0.02).
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -28,7 +30,7 @@ def layout(image_size: int) -> tuple[int, int]:
 class Generator(nn.Sequential):
     """Noise ``N x latent_dim`` -> images ``N x channels x size x size`` in [-1, 1]."""
 
-    def __init__(self, latent_dim: int, channels: int, image_size: int, features: int) -> None:
+    def __init__(self, latent_dim: int, channels: int, image_size: int, features: int, extra_layers: int = 0) -> None:
         start, doublings = layout(image_size)
         width = features * 2 ** (doublings - 1)
         layers: list[nn.Module] = [nn.Unflatten(1, (latent_dim, 1, 1)),
@@ -38,6 +40,8 @@ class Generator(nn.Sequential):
             layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width // 2),
                        nn.ReLU(True)]
             width //= 2
+        for _ in range(extra_layers):  # at the last hidden resolution, as in DCGAN's reference code
+            layers += [nn.Conv2d(width, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(True)]
         layers += [nn.ConvTranspose2d(width, channels, 4, 2, 1), nn.Tanh()]
         super().__init__(*layers)
         self.latent_dim = latent_dim
@@ -46,10 +50,12 @@ class Generator(nn.Sequential):
 class Discriminator(nn.Sequential):
     """Images in [-1, 1] -> one logit per image (real > 0)."""
 
-    def __init__(self, channels: int, image_size: int, features: int) -> None:
+    def __init__(self, channels: int, image_size: int, features: int, extra_layers: int = 0) -> None:
         start, doublings = layout(image_size)
         width = features
         layers: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        for _ in range(extra_layers):  # at the first hidden resolution, mirroring the generator
+            layers += [nn.Conv2d(width, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.LeakyReLU(0.2, True)]
         for _ in range(doublings - 1):
             layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width * 2),
                        nn.LeakyReLU(0.2, True)]
@@ -59,17 +65,41 @@ class Discriminator(nn.Sequential):
 
 
 class DCGAN(nn.Module):
-    """The two players in one module, so one state dict and one safetensors file hold both."""
+    """The two players in one module, so one state dict and one safetensors file hold both.
 
-    def __init__(self, latent_dim: int, channels: int, image_size: int, g_features: int, d_features: int) -> None:
+    With ``ema=True`` it also holds ``generator_ema``, an exponential moving average of the
+    generator's weights (Yazici et al. 2019, as in ProGAN and StyleGAN): the training
+    generator keeps chasing the discriminator, while its average settles on cleaner
+    images. Samples come from the average when there is one.
+    """
+
+    def __init__(self, latent_dim: int, channels: int, image_size: int, g_features: int, d_features: int,
+                 ema: bool = False, extra_layers: int = 0) -> None:
         super().__init__()
-        self.generator = Generator(latent_dim, channels, image_size, g_features)
-        self.discriminator = Discriminator(channels, image_size, d_features)
+        self.generator = Generator(latent_dim, channels, image_size, g_features, extra_layers)
+        self.discriminator = Discriminator(channels, image_size, d_features, extra_layers)
         self.apply(init_weights)
+        self.generator_ema: Generator | None = None
+        if ema:
+            self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
+
+    def sampler(self) -> Generator:
+        """The generator that makes the samples: the average when there is one."""
+        return self.generator_ema if self.generator_ema is not None else self.generator
 
     def sample(self, noise: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] from noise ``N x latent_dim``."""
-        return (self.generator(noise) + 1) / 2
+        return (self.sampler()(noise) + 1) / 2
+
+    @torch.no_grad()
+    def update_ema(self, decay: float) -> None:
+        """Move the average ``1 - decay`` of the way towards the generator; batch-norm statistics are copied."""
+        if self.generator_ema is None:
+            return
+        averaged, current = list(self.generator_ema.parameters()), list(self.generator.parameters())
+        torch._foreach_lerp_(averaged, current, 1.0 - decay)
+        for mine, theirs in zip(self.generator_ema.buffers(), self.generator.buffers()):
+            mine.copy_(theirs)
 
 
 def init_weights(module: nn.Module) -> None:
