@@ -17,15 +17,15 @@ from dlguide.runs import evaluate_run, predict_run, resume_run, run_task
 # 40 items: cut-offs 5 and 10; lr suits a few dozen batches
 SMALL = ["dataset=interactions", "topk=[5,10]", "monitor=val/ndcg@5", "lr=0.05", "batch_size=128", "seed=0",
          "embedding_dim=16", "hidden=[32,16]"]
-EPOCHS = {"popularity": 1, "als": 5, "bpr": 30, "mf": 12, "neumf": 12, "two-tower": 12}
-EXTRA = {"bpr": ["bpr_learning_rate=0.05"]}
+EPOCHS = {"popularity": 1, "als": 5, "bpr": 30, "mf": 12, "neumf": 12, "two-tower": 12, "mf-softmax": 12}
+EXTRA = {"bpr": ["bpr_learning_rate=0.05"], "mf-softmax": ["loss=softmax", "lr=0.02"]}
 
 
 @pytest.fixture(scope="module")
 def runs(runtime, clustered_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     return {model: run_task("recsys.rank", runtime=runtime, out=out / model, progress="none",
-                            overrides=[*SMALL, f"data_dir={clustered_dir}", f"model={model}",
+                            overrides=[*SMALL, f"data_dir={clustered_dir}", f"model={model.removesuffix('-softmax')}",
                                        f"epochs={EPOCHS[model]}", *EXTRA.get(model, [])])
             for model in EPOCHS}
 
@@ -48,7 +48,7 @@ def test_every_registered_target_loads(runtime):
         assert callable(entry.load()), entry.name
 
 
-@pytest.mark.parametrize("model", ["als", "bpr", "mf", "neumf", "two-tower"])
+@pytest.mark.parametrize("model", ["als", "bpr", "mf", "neumf", "two-tower", "mf-softmax"])
 def test_learned_models_beat_popularity_on_clustered_tastes(runs, model):
     popular = runs["popularity"].metrics
     learned = runs[model].metrics
@@ -111,6 +111,8 @@ def test_predict_and_eval_use_the_saved_run(runs, runtime):
     assert lines[1].startswith("user nobody (user nobody is not in this run's data: the 10 most popular")
     again = evaluate_run(runs["mf"].run_dir, runtime=runtime)
     assert again["test/ndcg@10"] == pytest.approx(runs["mf"].metrics["test/ndcg@10"], abs=1e-6)
+    assert {k: v for k, v in again.items() if k.startswith("protocol/")} == {
+        k: v for k, v in runs["mf"].metrics.items() if k.startswith("protocol/")}
 
 
 @pytest.mark.parametrize("sets, message", [

@@ -74,8 +74,9 @@ class RankingConfig(TrainConfig):
     embedding_dim: int = option(64, "embedding size of the torch models; factors of als and bpr")
     hidden: list[int] = option([64, 32, 16], "layer sizes of neumf's MLP and of each two-tower tower")
     dropout: float = option(0.0, "dropout in the MLPs of neumf and two-tower")
-    loss: str = option("auto", "bpr (pairwise), bce (pointwise, as in NCF) or auto: bce for neumf, bpr otherwise",
-                       choices=("auto", "bpr", "bce"))
+    loss: str = option("auto", "bpr (pairwise, against sampled negatives), bce (pointwise, as in NCF), softmax "
+                       "(cross-entropy over the whole catalogue: no negatives are sampled) or auto: bce for "
+                       "neumf, bpr otherwise", choices=("auto", "bpr", "bce", "softmax"))
     num_negatives: int = option(4, "sampled negative items per training interaction")
     use_ids: bool = option(True, "two-tower: embed user and item ids beside the features (false: content-based)")
     regularization: float = option(0.01, "L2 regularisation of als and bpr (implicit's)")
@@ -237,6 +238,9 @@ class RankingTask(Task):
         if not self.automatic_optimization:
             return self._fit_whole_matrix()
         users, positives = batch
+        if self.loss_name == "softmax":
+            # every item is a candidate: the positive's log-probability against the whole catalogue
+            return F.cross_entropy(self.model.score_all(users), positives)
         epoch = self.trainer.epoch if self.trainer is not None else 0
         negatives = self.sampler.sample(users, self.config.num_negatives, epoch, batch_idx)
         pos = self.model.score(users, positives)[:, None]
