@@ -158,7 +158,8 @@ class Trainer:
             state = self.checkpoint_state()
             if background:
                 self.checkpoint_writer.wait()  # at most one epoch's state in memory and in flight
-                state = snapshot(state)
+                # the history's rows are never changed once appended: only the list is copied
+                state = {k: v if k == "history" else snapshot(v) for k, v in state.items()}
 
             def write() -> None:
                 atomic_save(state, path)
@@ -299,7 +300,7 @@ class Trainer:
             logs = out if isinstance(out, Mapping) else {"loss": out}
             logs = {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in logs.items()}
             for key, value in logs.items():
-                if key == "loss" or not task.automatic_optimization:
+                if not task.automatic_optimization:  # automatic optimization checked the loss before backward
                     self._check_finite(value, batch_idx, key)
                 sums[key] = sums.get(key, 0.0) + value * n
             count += n
@@ -340,7 +341,11 @@ class Trainer:
             self.global_step += 1
 
     def _check_finite(self, value: Any, batch_idx: int, key: str = "loss") -> None:
-        if isinstance(value, torch.Tensor) and not bool(torch.isfinite(value).all()):
+        if not isinstance(value, torch.Tensor):
+            return
+        # a scalar is read once (the same device sync as isfinite's), a third of the cost on the CPU
+        finite = math.isfinite(value.item()) if value.numel() == 1 else bool(torch.isfinite(value).all())
+        if not finite:
             with contextlib.suppress(Exception):
                 self.checkpoint_writer.wait()  # the last good checkpoint may still be on its way
             last = self.run_dir.last_ckpt
@@ -403,14 +408,19 @@ class Trainer:
         return final
 
     def evaluate(self, weights: Path, stage: str = "test") -> dict[str, float]:
-        """Evaluate saved weights on ``stage`` without training (``dlguide eval``)."""
+        """Evaluate saved weights on ``stage`` without training (``dlguide eval``), with the
+        task's ``final_metrics`` beside the figures as in ``metrics.json``."""
         self._setup(with_train=False)
         assert self.model is not None
         load_weights(self.model, weights)
         loader = self.test_loader if stage == "test" else self.val_loader
         if loader is None:
             raise UsageError(f"task {self.task.name!r} has no {stage} split to evaluate")
-        return self._evaluate(stage, loader)
+        metrics = self._evaluate(stage, loader)
+        self.model.eval()
+        with torch.no_grad():  # what a finished run adds once (a protocol, sample quality), as in metrics.json
+            metrics.update(self.task.final_metrics(metrics) or {})
+        return metrics
 
 
 class CheckpointMismatch(Exception):
