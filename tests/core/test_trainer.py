@@ -280,3 +280,13 @@ def test_gradient_clipping_bounds_the_update(toy_runtime, tmp_path):
         trainer.optimizer_step(opt)
         assert float(param.detach().norm()) == pytest.approx(expected)
         assert param.grad is None
+
+
+def test_progress_bar_runs_one_bar_through_every_epoch(toy_runtime, tmp_path, capsys):
+    run_task("example.sine", overrides=[*FAST, "epochs=3"], out=tmp_path / "run", runtime=toy_runtime,
+             progress="bar")
+    err = capsys.readouterr().err
+    for epoch in (1, 2, 3):  # the bar's description and the summary line of every epoch
+        assert f"epoch {epoch}/3:" in err and f"epoch {epoch}/3  train/loss" in err
+    assert "/12 [" in err and "batch" in err  # the bar of the 12 batches of an epoch
+    assert err.rstrip().splitlines()[-1].startswith("run directory")  # the final table, after the bar is gone

@@ -165,10 +165,8 @@ class ProgressReporter:
         self.samples = 0
 
     def _print(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.write(text, file=self.stream)
-        else:
-            print(text, file=self.stream, flush=True)
+        # the bar is cleared at the end of every epoch, before anything is printed
+        print(text, file=self.stream, flush=True)
 
     @hookimpl
     def dlguide_run_start(self, trainer: Trainer) -> None:
@@ -181,12 +179,20 @@ class ProgressReporter:
         self.epoch_started = time.perf_counter()
         self.samples = 0
         if self.mode == "bar":
-            from tqdm import tqdm
-
             assert trainer.train_loader is not None
-            self.bar = tqdm(total=trainer.train_loader.num_batches, initial=trainer.batch_in_epoch,
-                            desc=f"epoch {epoch}/{trainer.max_epochs}", unit="batch", file=self.stream,
-                            leave=False, dynamic_ncols=True, mininterval=self.REFRESH_S)
+            desc = f"epoch {epoch}/{trainer.max_epochs}"
+            if self.bar is None:  # one bar for the run, reset every epoch: making one costs milliseconds
+                from tqdm import tqdm
+
+                # the width is read once: asking the terminal at every redraw costs more than a batch
+                self.bar = tqdm(total=trainer.train_loader.num_batches, desc=desc, unit="batch", file=self.stream,
+                                leave=False, mininterval=self.REFRESH_S)
+            else:
+                self.bar.set_description_str(desc, refresh=False)
+                self.bar.set_postfix_str("", refresh=False)
+                self.bar.reset(total=trainer.train_loader.num_batches)  # draws the bar once
+            if trainer.batch_in_epoch:
+                self.bar.update(trainer.batch_in_epoch)
 
     @hookimpl
     def dlguide_train_batch_end(self, trainer: Trainer, batch_idx: int, loss: Any) -> None:
@@ -203,8 +209,7 @@ class ProgressReporter:
     @hookimpl
     def dlguide_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
         if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+            self.bar.clear()  # it is drawn again by the next epoch's reset, not after this epoch's line
         if self.mode == "none":
             return
         seconds = time.perf_counter() - self.epoch_started
@@ -215,8 +220,14 @@ class ProgressReporter:
         if trainer.should_stop and reason:
             self._print(reason)
 
+    def _close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
     @hookimpl
     def dlguide_run_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        self._close_bar()
         if self.mode == "none":
             return
         # per-class values (test/recall/<class>) stay in metrics.json; the table keeps one row per metric
@@ -224,9 +235,7 @@ class ProgressReporter:
 
     @hookimpl
     def dlguide_run_exception(self, trainer: Trainer, exception: BaseException) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        self._close_bar()
 
 
 def format_table(metrics: dict[str, float], where: Path | None = None) -> str:

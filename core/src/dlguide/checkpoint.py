@@ -52,6 +52,8 @@ def snapshot(obj: Any) -> Any:
             out._metadata = obj._metadata  # type: ignore[attr-defined]
         return out
     if isinstance(obj, (list, tuple)):
+        if not any(isinstance(value, (torch.Tensor, dict, list, tuple)) for value in obj):
+            return obj if isinstance(obj, tuple) else list(obj)  # numbers: python's random state is 625 of them
         return type(obj)(snapshot(value) for value in obj)
     return obj
 
