@@ -13,6 +13,7 @@ Figures are printed and written to benchmarks/results/medical.json. Exits 1 when
 
 from __future__ import annotations
 
+import argparse
 import resource
 import sys
 import tempfile
@@ -66,11 +67,13 @@ def run(name: str, overrides: list[str], workdir: Path, runtime: Any) -> tuple[d
 
 
 def main() -> int:
-    out = RESULTS / "medical.json"
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(RESULTS / "medical.json"))
+    out = Path(parser.parse_args().out)
     runtime = plugin_runtime("medical", dlguide_medical.plugin)
     results: dict[str, Any] = {"command": "python benchmarks/medical.py",
-                               "caveat": "2 CPU cores shared with other training jobs; wall times are inflated "
-                                         "by their load (load average noted below)"}
+                               "caveat": "2 CPU cores; wall times depend on the machine's load (the load average "
+                                         "at the end is noted below)"}
     results["sliding_window"] = sw = sliding_window()
     print(f"sliding window 128^3: {sw['seconds']:.2f} s, peak memory {sw['peak_memory_mib']:.0f} MiB "
           f"({sw['peak_memory_kind']})", flush=True)
