@@ -8,7 +8,7 @@ from typing import Optional
 
 import pytest
 
-from dlguide.config import describe, option, parse_overrides, resolve, to_dict
+from dlguide.config import check_fractions, check_held_out, describe, option, parse_overrides, resolve, to_dict
 from dlguide.errors import UsageError
 from dlguide.task import TrainConfig
 
@@ -102,3 +102,26 @@ def test_monitor_mode_follows_the_metric_name():
     assert resolve(TrainConfig, overrides=["monitor=val/accuracy"]).resolved_monitor_mode == "max"
     assert resolve(TrainConfig, overrides=["monitor=val/hd95"]).resolved_monitor_mode == "min"
     assert resolve(TrainConfig, overrides=["monitor=val/loss", "monitor_mode=max"]).resolved_monitor_mode == "max"
+
+
+@dataclasses.dataclass
+class Shares:
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    dropout: float = 0.0
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"dropout": 1.0}, r"^invalid value for 'dropout': 1.0; expected a number in \[0, 1\)$"),
+    ({"dropout": -0.1}, r"'dropout': -0.1"),
+    ({"test_fraction": 1.5}, r"^invalid value for 'test_fraction': 1.5; expected a number in \[0, 1\)$"),
+    ({"val_fraction": 0.5, "test_fraction": 0.5},
+     r"^val_fraction 0.5 and test_fraction 0.5 leave no training images; their sum must be below 1$"),
+])
+def test_fraction_checks_name_the_key(changes, message):
+    check_fractions(Shares(), "dropout")
+    check_held_out(Shares(), "training images")
+    shares = dataclasses.replace(Shares(), **changes)
+    with pytest.raises(UsageError, match=message):
+        check_fractions(shares, "dropout")
+        check_held_out(shares, "training images")

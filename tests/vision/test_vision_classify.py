@@ -15,15 +15,9 @@ from PIL import Image
 import dlguide_vision.plugin
 from dlguide.cli import main
 from dlguide.errors import UsageError
-from dlguide.plugins import load_runtime
 from dlguide.runs import evaluate_run, predict_run, run_task
 
 LINE = re.compile(r"^(?P<path>.+): (?P<top>\S+ \(\d\.\d\d\)(, \S+ \(\d\.\d\d\)){2})$")
-
-
-@pytest.fixture(scope="module")
-def runtime():
-    return load_runtime(strict=True, disable=(), extra={"vision": dlguide_vision.plugin}, use_entry_points=False)
 
 
 @pytest.fixture(scope="module")

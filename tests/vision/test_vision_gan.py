@@ -11,18 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-import dlguide_vision.plugin
 from dlguide.cli import main
 from dlguide.errors import UsageError
-from dlguide.plugins import load_runtime
 from dlguide.runs import load_run, run_task
 from dlguide_vision.gan_models import DCGAN, layout
 from dlguide_vision.gan_quality import ClassifierScorer, frechet_distance, sample_quality
-
-
-@pytest.fixture(scope="module")
-def runtime():
-    return load_runtime(strict=True, disable=(), extra={"vision": dlguide_vision.plugin}, use_entry_points=False)
 
 
 @pytest.fixture(scope="module")

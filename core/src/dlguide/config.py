@@ -30,6 +30,22 @@ def option(default: Any, help: str, *, choices: Iterable[Any] | None = None) -> 
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def check_fractions(cfg: Any, *keys: str) -> None:
+    """Each of ``keys`` of ``cfg`` must be a number in [0, 1): a share, probability, decay or overlap."""
+    for key in keys:
+        value = getattr(cfg, key)
+        if not 0 <= value < 1:
+            raise UsageError(f"invalid value for {key!r}: {value}; expected a number in [0, 1)")
+
+
+def check_held_out(cfg: Any, what: str = "training data") -> None:
+    """``val_fraction`` and ``test_fraction`` are fractions that leave some ``what`` to train on."""
+    check_fractions(cfg, "val_fraction", "test_fraction")
+    if cfg.val_fraction + cfg.test_fraction >= 1:
+        raise UsageError(f"val_fraction {cfg.val_fraction} and test_fraction {cfg.test_fraction} leave no "
+                         f"{what}; their sum must be below 1")
+
+
 @dataclasses.dataclass(frozen=True)
 class FieldInfo:
     """One config key as ``dlguide info`` shows it."""

@@ -64,7 +64,7 @@ def dlguide_load_checkpoint(trainer: Trainer, checkpoint: dict[str, Any]) -> Non
 
 @hookspec
 def dlguide_checkpoint_saved(trainer: Trainer, path: Path, kind: str) -> None:
-    """Called after a checkpoint file (``kind`` is ``last``, ``best`` or ``interrupt``) is on disk, possibly from the checkpoint thread."""
+    """Called after a checkpoint (``last``, ``best`` or ``interrupt``) is on disk, maybe from the checkpoint thread."""
 
 
 @hookspec

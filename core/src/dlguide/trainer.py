@@ -153,11 +153,9 @@ class Trainer:
             def write() -> None:
                 atomic_link(same_as, path)
         else:
-            if not background:
-                self.checkpoint_writer.wait()
+            self.checkpoint_writer.wait()  # writes stay in order, with at most one state in flight
             state = self.checkpoint_state()
             if background:
-                self.checkpoint_writer.wait()  # at most one epoch's state in memory and in flight
                 # the history's rows are never changed once appended: only the list is copied
                 state = {k: v if k == "history" else snapshot(v) for k, v in state.items()}
 

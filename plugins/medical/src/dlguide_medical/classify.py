@@ -21,7 +21,7 @@ from monai.transforms import Compose
 from torch import nn
 
 from dlguide.classification import classification_metrics, write_confusion_matrix
-from dlguide.config import option
+from dlguide.config import check_held_out, option
 from dlguide.errors import UsageError
 from dlguide.task import SCHEDULERS, DataSplits, Task, TrainConfig
 from dlguide_medical.caching import SeededCache, cached
@@ -54,12 +54,7 @@ class MedicalClassificationConfig(TrainConfig):
             raise UsageError("dataset 'folder' reads one subfolder per class: add --set data_dir=PATH")
         if self.data_dir is not None and self.dataset != "folder":
             raise UsageError(f"data_dir is read by dataset=folder only, not {self.dataset!r}: add --set dataset=folder")
-        for key in ("val_fraction", "test_fraction"):
-            if not 0 <= getattr(self, key) < 1:
-                raise UsageError(f"invalid value for {key!r}: {getattr(self, key)}; expected a number in [0, 1)")
-        if self.val_fraction + self.test_fraction >= 1:
-            raise UsageError(f"val_fraction {self.val_fraction} and test_fraction {self.test_fraction} leave no "
-                             "training images; their sum must be below 1")
+        check_held_out(self, "training images")
         for key, low in (("image_size", 16), ("synthetic_per_class", 5)):
             if getattr(self, key) < low:
                 raise UsageError(f"invalid value for {key!r}: {getattr(self, key)}; expected an integer >= {low}")

@@ -26,7 +26,7 @@ from monai.networks.utils import one_hot
 from monai.transforms import Compose, Invertd
 from torch import nn
 
-from dlguide.config import option
+from dlguide.config import check_fractions, option
 from dlguide.errors import UsageError
 from dlguide.task import SCHEDULERS, DataSplits, Task, TrainConfig
 from dlguide_medical.figures import Overlay, overlay_png
@@ -90,11 +90,7 @@ class SegmentationConfig(TrainConfig):
         if any(p % levels for p in self.patch_size):
             raise UsageError(f"patch_size {self.patch_size} must be divisible by {levels} for {len(self.channels)} "
                              "levels of channels")
-        fractions = {"val_fraction": self.val_fraction, "test_fraction": self.test_fraction,
-                     "flip_prob": self.flip_prob, "dropout": self.dropout, "sw_overlap": self.sw_overlap}
-        for key, value in fractions.items():
-            if not 0 <= value < 1:
-                raise UsageError(f"invalid value for {key!r}: {value}; expected a number in [0, 1)")
+        check_fractions(self, "val_fraction", "test_fraction", "flip_prob", "dropout", "sw_overlap")
         counts = {"synthetic_cases": (self.synthetic_cases, 3), "synthetic_classes": (self.synthetic_classes, 1),
                   "mni_slabs": (self.mni_slabs, 3), "samples_per_volume": (self.samples_per_volume, 1),
                   "sw_batch_size": (self.sw_batch_size, 1), "res_units": (self.res_units, 0)}

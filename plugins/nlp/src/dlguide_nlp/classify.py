@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from dlguide.classification import classification_metrics, write_confusion_matrix
-from dlguide.config import option
+from dlguide.config import check_fractions, check_held_out, option
 from dlguide.errors import UsageError
 from dlguide.resources import package_file
 from dlguide.task import DataSplits, Task, TrainConfig
@@ -76,12 +76,8 @@ class TextClassificationConfig(TrainConfig):
 
     def validate(self) -> None:
         super().validate()
-        for key in ("val_fraction", "test_fraction", "dropout"):
-            if not 0 <= getattr(self, key) < 1:
-                raise UsageError(f"invalid value for {key!r}: {getattr(self, key)}; expected a number in [0, 1)")
-        if self.val_fraction + self.test_fraction >= 1:
-            raise UsageError(f"val_fraction {self.val_fraction} and test_fraction {self.test_fraction} leave no "
-                             "training data; their sum must be below 1")
+        check_held_out(self)
+        check_fractions(self, "dropout")
         for key in ("vocab_size", "min_frequency", "embedding_dim", "hidden_size", "num_layers", "heads"):
             if getattr(self, key) < 1:
                 raise UsageError(f"invalid value for {key!r}: {getattr(self, key)}; expected an integer >= 1")

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlguide.config import option
+from dlguide.config import check_fractions, option
 from dlguide.errors import UsageError
 from dlguide.task import DataSplits, Task, TrainConfig
 from dlguide_recsys.datasets import LOADERS, load_raw
@@ -96,8 +96,7 @@ class RankingConfig(TrainConfig):
                 raise UsageError(f"invalid value for {key!r}: {getattr(self, key)}; expected an integer >= 1")
         if any(h < 1 for h in self.hidden) or not self.hidden:
             raise UsageError(f"invalid value for 'hidden': {self.hidden}; expected layer sizes >= 1")
-        if not 0 <= self.dropout < 1:
-            raise UsageError(f"invalid value for 'dropout': {self.dropout}; expected a number in [0, 1)")
+        check_fractions(self, "dropout")
         stage, _, name = self.monitor.partition("/")
         metric, at, k = name.partition("@")
         if stage in ("val", "test") and at and k.isdigit() and int(k) not in self.topk:

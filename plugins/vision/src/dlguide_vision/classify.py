@@ -23,7 +23,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from dlguide.classification import classification_metrics, write_confusion_matrix
-from dlguide.config import option
+from dlguide.config import check_fractions, option
 from dlguide.errors import UsageError
 from dlguide.task import SCHEDULERS, DataSplits, Task
 from dlguide_vision.config import ImageDataConfig
@@ -64,9 +64,7 @@ class ImageClassificationConfig(ImageDataConfig):
 
     def validate(self) -> None:
         super().validate()
-        for key, value in (("dropout", self.dropout), ("label_smoothing", self.label_smoothing)):
-            if not 0 <= value < 1:
-                raise UsageError(f"invalid value for {key!r}: {value}; expected a number in [0, 1)")
+        check_fractions(self, "dropout", "label_smoothing")
         if not 0 <= self.translate <= 1:
             raise UsageError(f"invalid value for 'translate': {self.translate}; expected a fraction in [0, 1]")
         if self.rotation < 0:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from dlguide.config import option
+from dlguide.config import check_held_out, option
 from dlguide.errors import UsageError
 from dlguide.task import TrainConfig
 from dlguide_vision.datasets import LOADERS
@@ -26,11 +26,6 @@ class ImageDataConfig(TrainConfig):
 
     def validate(self) -> None:
         super().validate()
-        for key in ("val_fraction", "test_fraction"):
-            if not 0 <= getattr(self, key) < 1:
-                raise UsageError(f"invalid value for {key!r}: {getattr(self, key)}; expected a number in [0, 1)")
-        if self.val_fraction + self.test_fraction >= 1:
-            raise UsageError(f"val_fraction {self.val_fraction} and test_fraction {self.test_fraction} leave no "
-                             "training data; their sum must be below 1")
+        check_held_out(self)
         if self.image_size < 0:
             raise UsageError(f"invalid value for 'image_size': {self.image_size}; expected a value >= 0")

@@ -28,7 +28,7 @@ from torchmetrics import MeanMetric
 from torchvision.transforms.v2 import functional as TF
 
 from dlguide.checkpoint import capture_rng, restore_rng
-from dlguide.config import option
+from dlguide.config import check_fractions, option
 from dlguide.errors import UsageError
 from dlguide.optim import build_optimizer
 from dlguide.task import DataSplits, Task
@@ -68,10 +68,7 @@ class ImageGenerationConfig(ImageDataConfig):
         if not 0 <= self.label_smoothing < 0.5:
             raise UsageError(f"invalid value for 'label_smoothing': {self.label_smoothing}; expected a number in "
                              "[0, 0.5)")
-        if not 0 <= self.ema_decay < 1:
-            raise UsageError(f"invalid value for 'ema_decay': {self.ema_decay}; expected a number in [0, 1)")
-        if not 0 <= self.beta1 < 1:
-            raise UsageError(f"invalid value for 'beta1': {self.beta1}; expected a number in [0, 1)")
+        check_fractions(self, "ema_decay", "beta1")
         for key in ("latent_dim", "g_features", "d_features", "quality_samples"):
             if getattr(self, key) < (2 if key == "quality_samples" else 1):
                 raise UsageError(f"invalid value for {key!r}: {getattr(self, key)}; expected a positive integer"
