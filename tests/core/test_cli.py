@@ -162,7 +162,8 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(tmp_path):
 
 
 def test_nan_exits_nonzero_with_one_line(tmp_path, monkeypatch, capsys, toy_runtime):
-    code = main(["run", "toy.nan", "--out", str(tmp_path / "r"), *FAST, "nan_at_step=8", "--quiet"])
+    code = main(["run", "toy.nan", "--out", str(tmp_path / "r"), *FAST, "nan_at_step=8", "checkpoint_interval=0",
+                 "--quiet"])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1
     assert "loss is nan at epoch 2, batch 1, step 7" in err and "last good checkpoint kept" in err

@@ -71,8 +71,8 @@ FAST = ["samples=256", "batch_size=32", "hidden=8"]  # 6 training batches per ep
 def test_lifecycle_hooks_are_called_in_order(toy_runtime, tmp_path):
     rec = Recorder()
     toy_runtime.pm.register(rec)
-    run_task("example.sine", overrides=[*FAST, "epochs=2", "monitor=train/loss", "async_checkpoints=false"],
-             out=tmp_path / "r", runtime=toy_runtime, progress="none")
+    sets = [*FAST, "epochs=2", "monitor=train/loss", "checkpoint_interval=0", "async_checkpoints=false"]
+    run_task("example.sine", overrides=sets, out=tmp_path / "r", runtime=toy_runtime, progress="none")
     assert rec.counter == 12
     assert rec.calls == [
         ("run_start", 0),
@@ -95,8 +95,8 @@ def test_background_checkpoints_are_announced_from_their_thread_in_order(toy_run
 
     toy_runtime.pm.register(rec)
     toy_runtime.pm.register(Thread())
-    run_task("example.sine", overrides=[*FAST, "epochs=3", "monitor=train/loss"], out=tmp_path / "r",
-             runtime=toy_runtime, progress="none")
+    run_task("example.sine", overrides=[*FAST, "epochs=3", "monitor=train/loss", "checkpoint_interval=0"],
+             out=tmp_path / "r", runtime=toy_runtime, progress="none")
     saved = [c for c in rec.calls if c[0] == "checkpoint_saved"]
     assert saved == [("checkpoint_saved", "last", "last.ckpt"), ("checkpoint_saved", "best", "best.ckpt")] * 3
     at = [i for i, c in enumerate(rec.calls) if c[0] == "checkpoint_saved"]

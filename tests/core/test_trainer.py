@@ -41,9 +41,13 @@ class SignalAt:
             os.kill(os.getpid(), self.signum)
 
 
-@pytest.mark.parametrize("where", [{"step": 17}, {"epoch": 2}], ids=["mid-epoch", "epoch-boundary"])
-def test_interrupted_run_resumes_to_identical_metrics(toy_runtime, tmp_path, where):
-    sets = [*FAST, "epochs=4", "dropout=0.2", "scheduler=cosine", "warmup_steps=5"]
+@pytest.mark.parametrize(("where", "extra"), [
+    ({"step": 17}, []), ({"epoch": 2}, []),
+    # the best epoch (highest val/loss: the first) is only in memory when the signal comes
+    ({"epoch": 2}, ["monitor_mode=max"]),
+], ids=["mid-epoch", "epoch-boundary", "best-epoch-not-yet-written"])
+def test_interrupted_run_resumes_to_identical_metrics(toy_runtime, tmp_path, where, extra):
+    sets = [*FAST, "epochs=4", "dropout=0.2", "scheduler=cosine", "warmup_steps=5", *extra]
     full = run_task("example.sine", overrides=sets, out=tmp_path / "full", runtime=toy_runtime, progress="none")
 
     toy_runtime.pm.register(SignalAt(**where), name="signaller")
@@ -77,8 +81,8 @@ def test_finished_run_is_extended(toy_runtime, tmp_path):
 def test_nan_loss_stops_run_and_keeps_last_good_checkpoint(toy_runtime, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(RunError, match=r"loss is nan at epoch 2, batch 5, step 17"):
-        run_task("toy.nan", overrides=[*FAST, "epochs=3", "nan_at_step=18"], out=out, runtime=toy_runtime,
-                 progress="none")
+        run_task("toy.nan", overrides=[*FAST, "epochs=3", "nan_at_step=18", "checkpoint_interval=0"], out=out,
+                 runtime=toy_runtime, progress="none")
     ckpt = load_checkpoint(out / "checkpoints" / "last.ckpt")
     assert ckpt["epoch"] == 1
     assert all(torch.isfinite(t).all() for t in ckpt["model"].values())
@@ -101,6 +105,41 @@ def test_failed_checkpoint_write_keeps_previous_file(toy_runtime, tmp_path, monk
     assert last.read_bytes() == before
     assert load_checkpoint(last)["epoch"] == 1
     assert [p.name for p in last.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+
+class Saves:
+    """Records the checkpoints a run announces, with the epoch each holds."""
+
+    def __init__(self):
+        self.saved = []
+
+    @hookimpl
+    def dlguide_checkpoint_saved(self, trainer, path, kind):
+        self.saved.append((kind, load_checkpoint(path)["epoch"]))
+
+
+def test_checkpoint_interval_writes_once_and_keeps_the_best_epoch(toy_runtime, tmp_path):
+    # the highest val/loss is the best: an early epoch, which the end of the run has to write from memory
+    sets = [*FAST, "epochs=4", "monitor=val/loss", "monitor_mode=max"]
+    runs = {}
+    for interval in ("0", "60"):
+        saves = Saves()
+        toy_runtime.pm.register(saves, name="saves")
+        res = run_task("example.sine", overrides=[*sets, f"checkpoint_interval={interval}"], out=tmp_path / interval,
+                       runtime=toy_runtime, progress="none")
+        toy_runtime.pm.unregister(name="saves")
+        runs[interval] = (res, saves.saved)
+    every, once = runs["0"][1], runs["60"][1]
+    assert [kind for kind, _ in every].count("last") == 4
+    best_epoch = max(e for kind, e in every if kind == "best")
+    assert best_epoch < 4
+    assert once == [("last", 4), ("best", best_epoch)]
+    a = load_checkpoint(tmp_path / "0" / "checkpoints" / "best.ckpt")
+    b = load_checkpoint(tmp_path / "60" / "checkpoints" / "best.ckpt")
+    assert a["epoch"] == b["epoch"] == best_epoch
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
+    assert runs["0"][0].metrics == runs["60"][0].metrics  # the same best weights were tested
 
 
 def test_early_stopping_stops_when_monitor_stalls(toy_runtime, tmp_path):

@@ -6,14 +6,16 @@ Also the random-number state of python, numpy and torch, kept in forms that
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import random
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -30,39 +32,63 @@ def atomic_save(obj: Any, path: Path) -> None:
     No fsync: the rename already protects against a crash of the process, which is the
     failure a training run meets; a per-epoch fsync would cost more than the epoch on small data.
     """
+    with _atomic_file(path) as fh:
+        torch.save(obj, fh)
+
+
+def serialize(obj: Any) -> memoryview:
+    """``obj`` as the bytes ``torch.save`` writes: a copy that training may outrun."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getbuffer()
+
+
+def atomic_write(data: memoryview | bytes, path: Path) -> None:
+    """Write serialized bytes to ``path`` atomically, as ``atomic_save`` does.
+
+    This holds python's lock only for moments (the write itself releases it), so a thread
+    can do it while training goes on without slowing the training thread.
+    """
+    with _atomic_file(path) as fh:
+        fh.write(data)
+
+
+def detached_copy(obj: Any) -> Any:
+    """A copy of a checkpoint's state with every tensor cloned to the CPU, kept while training
+    goes on changing the originals (dicts keep their type and a state dict's versions)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        out = type(obj)((key, detached_copy(value)) for key, value in obj.items())
+        if hasattr(obj, "_metadata"):
+            out._metadata = obj._metadata  # type: ignore[attr-defined]
+        return out
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(detached_copy(value) for value in obj)
+    return obj
+
+
+@contextlib.contextmanager
+def _atomic_file(path: Path) -> Iterator[BinaryIO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
+            yield fh
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def snapshot(obj: Any) -> Any:
-    """A copy of a checkpoint's state whose tensors are cloned, so that training may go on
-    changing the originals while the copy is written (dicts keep their type and metadata)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().clone()
-    if isinstance(obj, dict):
-        out = type(obj)((key, snapshot(value)) for key, value in obj.items())
-        if hasattr(obj, "_metadata"):  # a state dict's module versions
-            out._metadata = obj._metadata  # type: ignore[attr-defined]
-        return out
-    if isinstance(obj, (list, tuple)):
-        if not any(isinstance(value, (torch.Tensor, dict, list, tuple)) for value in obj):
-            return obj if isinstance(obj, tuple) else list(obj)  # numbers: python's random state is 625 of them
-        return type(obj)(snapshot(value) for value in obj)
-    return obj
-
-
 class BackgroundWriter:
     """Runs checkpoint writes in order on one background thread, so that training goes on while
-    the bytes reach the disk. ``wait`` blocks until every write so far is done and re-raises
-    the first failure; the writes queued after a failure are skipped (a ``best`` link must not
-    name the previous file), and the atomic rename means the previous files stay whole."""
+    the bytes reach the disk. Callers hand over serialized bytes: pickling on the thread would
+    hold python's lock, and the training thread would wait for it at every operation.
+
+    ``wait`` blocks until every write so far is done and re-raises the first failure; the
+    writes queued after a failure are skipped (a ``best`` link must not name the previous
+    file), and the atomic rename means the previous files stay whole."""
 
     def __init__(self) -> None:
         self._pool: ThreadPoolExecutor | None = None
@@ -145,9 +171,11 @@ def load_checkpoint(path: Path, task: str | None = None) -> dict[str, Any]:
 
 
 def capture_rng() -> dict[str, Any]:
+    version, internal, gauss = random.getstate()
     state = np.random.get_state(legacy=True)
     rng: dict[str, Any] = {
-        "python": random.getstate(),
+        # python's 625 state words as one tensor: a tuple of ints pickles number by number
+        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
         "numpy": {"key": torch.from_numpy(np.asarray(state[1], dtype=np.int64)), "pos": int(state[2]),
                   "has_gauss": int(state[3]), "cached": float(state[4])},
         "torch": torch.get_rng_state(),
@@ -158,8 +186,12 @@ def capture_rng() -> dict[str, Any]:
 
 
 def restore_rng(rng: dict[str, Any]) -> None:
-    version, internal, gauss = rng["python"]
-    random.setstate((version, tuple(internal), gauss))
+    py = rng["python"]
+    if isinstance(py, dict):
+        random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
+    else:  # checkpoints written before the state was kept as a tensor
+        version, internal, gauss = py
+        random.setstate((version, tuple(internal), gauss))
     n = rng["numpy"]
     np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
     torch.set_rng_state(rng["torch"])

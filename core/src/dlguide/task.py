@@ -54,7 +54,9 @@ class TrainConfig:
     dataset: str = option("", "dataset name (each task lists its own)")
     data_dir: Optional[Path] = option(None, "folder holding the dataset files")
     num_workers: int = option(0, "data-loading worker processes")
-    async_checkpoints: bool = option(True, "write the per-epoch checkpoints on a background thread while the "
+    checkpoint_interval: float = option(60.0, "seconds between last.ckpt writes at epoch ends (0: every epoch); "
+                                        "the end of training and SIGINT/SIGTERM always write one")
+    async_checkpoints: bool = option(True, "write the epoch-end checkpoints on a background thread while the "
                                      "next epoch trains")
     early_stopping_patience: int = option(0, "stop after this many epochs without improvement (0: off)")
     monitor: str = option("val/loss", "metric that picks the best checkpoint and drives early stopping")
@@ -75,7 +77,7 @@ class TrainConfig:
             if not getattr(self, key) > 0:
                 raise UsageError(f"invalid value for {key!r}: {getattr(self, key)}; expected a number > 0")
         for key in ("weight_decay", "gradient_clip_norm", "warmup_steps", "num_workers", "lr_step_epochs",
-                    "early_stopping_patience", "limit_train_batches", "limit_eval_batches"):
+                    "early_stopping_patience", "limit_train_batches", "limit_eval_batches", "checkpoint_interval"):
             if getattr(self, key) < 0:
                 raise UsageError(f"invalid value for {key!r}: {getattr(self, key)}; expected a value >= 0")
         if self.data_dir is not None and not self.data_dir.exists():

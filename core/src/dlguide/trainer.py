@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from dlguide import callbacks as builtin
-from dlguide.checkpoint import (BackgroundWriter, atomic_link, atomic_save, capture_rng, load_checkpoint, restore_rng,
-                                seed_everything, snapshot, stamp)
+from dlguide.checkpoint import (BackgroundWriter, atomic_link, atomic_save, atomic_write, capture_rng, load_checkpoint,
+                                restore_rng, seed_everything, serialize, stamp)
 from dlguide.config import to_dict
 from dlguide.data import SeededLoader, resolve_device, to_device
 from dlguide.errors import CheckpointError, RunError, RunInterrupted, UsageError
@@ -141,26 +141,31 @@ class Trainer:
         return ckpt
 
     def save_checkpoint(self, path: Path, kind: str, same_as: Path | None = None, *,
-                        background: bool = False) -> Path:
+                        background: bool = False, state: dict[str, Any] | None = None) -> Path:
         """Write a checkpoint atomically and tell the plugins; ``same_as`` names a checkpoint
-        just written for this same state, which is linked instead of serialised again.
+        just written for this same state, which is linked instead of serialised again, and
+        ``state`` is one taken earlier with ``checkpoint_state`` (the current one otherwise).
 
-        With ``background`` the state is copied now and written on the checkpoint thread while
-        training goes on (in order with earlier writes; ``dlguide_checkpoint_saved`` is then
-        called from that thread). Otherwise earlier background writes finish first.
+        With ``background`` the state is serialized now and the bytes are written on the
+        checkpoint thread while training goes on (in order with earlier writes;
+        ``dlguide_checkpoint_saved`` is then called from that thread). Otherwise earlier
+        background writes finish first.
         """
         if same_as is not None:
             def write() -> None:
                 atomic_link(same_as, path)
         else:
             self.checkpoint_writer.wait()  # writes stay in order, with at most one state in flight
-            state = self.checkpoint_state()
+            if state is None:
+                state = self.checkpoint_state()
             if background:
-                # the history's rows are never changed once appended: only the list is copied
-                state = {k: v if k == "history" else snapshot(v) for k, v in state.items()}
+                data = serialize(state)
 
-            def write() -> None:
-                atomic_save(state, path)
+                def write() -> None:
+                    atomic_write(data, path)
+            else:
+                def write() -> None:
+                    atomic_save(state, path)
 
         def job() -> None:
             write()
