@@ -142,6 +142,23 @@ def test_checkpoint_interval_writes_once_and_keeps_the_best_epoch(toy_runtime, t
     assert runs["0"][0].metrics == runs["60"][0].metrics  # the same best weights were tested
 
 
+@pytest.mark.parametrize("resettable", [True, False])
+def test_metrics_are_made_once_per_stage_and_reset_before_each_pass(toy_runtime, tmp_path, resettable):
+    from dlguide.config import resolve
+    from dlguide.rundir import RunDir
+    from dlguide.trainer import Trainer
+    from toyplugin import CountingTask
+
+    cfg = resolve(CountingTask.Config, overrides=[*FAST, "epochs=3", f"resettable={resettable}"])
+    task = CountingTask(cfg, name="toy.counting")
+    Trainer(task, RunDir.new("toy.counting", tmp_path / "run"), runtime=toy_runtime, progress="none").fit()
+    rows = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["val/seen"] > 0 and [r["val/seen"] for r in rows] == [rows[0]["val/seen"]] * 3  # emptied each pass
+    # metrics that can be reset are made once per stage; others afresh for every pass
+    assert task.configured == (["val", "test"] if resettable else ["val", "val", "val", "test"])
+    assert task.started == ["val", "val", "val", "test"]
+
+
 def test_early_stopping_stops_when_monitor_stalls(toy_runtime, tmp_path):
     # an update far below float32 resolution leaves the weights, and val/loss, unchanged
     sets = [*FAST, "epochs=10", "optimizer=sgd", "lr=1e-30", "dropout=0", "early_stopping_patience=2"]
@@ -321,7 +338,10 @@ def test_gradient_clipping_bounds_the_update(toy_runtime, tmp_path):
         assert param.grad is None
 
 
-def test_progress_bar_runs_one_bar_through_every_epoch(toy_runtime, tmp_path, capsys):
+def test_progress_bar_shows_every_epoch_that_lasts(toy_runtime, tmp_path, capsys, monkeypatch):
+    from dlguide.callbacks import ProgressReporter
+
+    monkeypatch.setattr(ProgressReporter, "DELAY_S", 0.0)  # as if every epoch lasted longer than the delay
     run_task("example.sine", overrides=[*FAST, "epochs=3"], out=tmp_path / "run", runtime=toy_runtime,
              progress="bar")
     err = capsys.readouterr().err
@@ -329,3 +349,14 @@ def test_progress_bar_runs_one_bar_through_every_epoch(toy_runtime, tmp_path, ca
         assert f"epoch {epoch}/3:" in err and f"epoch {epoch}/3  train/loss" in err
     assert "/12 [" in err and "batch" in err  # the bar of the 12 batches of an epoch
     assert err.rstrip().splitlines()[-1].startswith("run directory")  # the final table, after the bar is gone
+
+
+def test_progress_bar_stays_away_from_short_epochs(toy_runtime, tmp_path, capsys, monkeypatch):
+    from dlguide.callbacks import ProgressReporter
+
+    monkeypatch.setattr(ProgressReporter, "DELAY_S", 60.0)  # no epoch lasts that long
+    run_task("example.sine", overrides=[*FAST, "epochs=2"], out=tmp_path / "run", runtime=toy_runtime,
+             progress="bar")
+    err = capsys.readouterr().err
+    assert "epoch 1/2  train/loss" in err and "epoch 2/2  train/loss" in err
+    assert "epoch 1/2:" not in err and "batch/s" not in err and "\r" not in err

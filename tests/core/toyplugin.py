@@ -70,7 +70,54 @@ class TwoOptimizerTask(SineRegression):
         return nn.functional.mse_loss(pred, y)
 
 
+@dataclasses.dataclass
+class CountingConfig(SineConfig):
+    resettable: bool = option(True, "give the Trainer metrics it can reset (False: ones it must make afresh)")
+
+
+class Count:
+    """A metric of the smallest kind: update, compute, to; no reset."""
+
+    def __init__(self):
+        self.n = 0
+
+    def to(self, device):
+        return self
+
+    def update(self, x):
+        self.n += len(x)
+
+    def compute(self):
+        return torch.tensor(float(self.n))
+
+
+class CountingTask(SineRegression):
+    """example.sine that counts the samples of every evaluation pass and the calls it gets."""
+
+    Config = CountingConfig
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.configured: list[str] = []
+        self.started: list[str] = []
+
+    def configure_metrics(self, stage):
+        import torchmetrics
+
+        self.configured.append(stage)
+        return {"seen": torchmetrics.SumMetric() if self.config.resettable else Count()}
+
+    def on_evaluation_start(self, stage):
+        self.started.append(stage)
+
+    def validation_step(self, batch, metrics):
+        x, y = batch
+        metrics["seen"].update(torch.ones(len(x)) if self.config.resettable else x)
+        return nn.functional.mse_loss(self.model(x), y)
+
+
 @hookimpl
 def dlguide_register(registry):
+    registry.add_task("toy.counting", "toyplugin:CountingTask", "sine regression that counts its evaluation passes")
     registry.add_task("toy.nan", "toyplugin:NaNTask", "sine regression whose loss turns NaN")
     registry.add_task("toy.twoopt", "toyplugin:TwoOptimizerTask", "sine regression with two self-driven optimizers")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from dlguide.hookspecs import hookimpl
 
 if TYPE_CHECKING:
+    from dlguide.rundir import EpochLog
     from dlguide.trainer import Trainer
 
 
@@ -42,26 +43,37 @@ class MetricsLogger:
     draws the learning curves when the run ends or stops."""
 
     def __init__(self) -> None:
+        self.log: EpochLog | None = None
         self.writer: Any = None
+        self.summary: Any = None
 
     @hookimpl(tryfirst=True)
     def dlguide_run_start(self, trainer: Trainer) -> None:
+        self.log = trainer.run_dir.open_epoch_log()
         if importlib.util.find_spec("tensorboard") is not None:
+            from tensorboard.compat.proto.summary_pb2 import Summary
             from torch.utils.tensorboard import SummaryWriter
 
             # its own thread writes the events; they reach the file within flush_secs, not per epoch
             self.writer = SummaryWriter(str(trainer.run_dir.path / "tensorboard"), purge_step=trainer.epoch + 1,
                                         flush_secs=10)
+            self.summary = Summary
 
     @hookimpl(tryfirst=True)
     def dlguide_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
-        trainer.run_dir.append_epoch(metrics)
+        if self.log is not None:
+            self.log.append(metrics)
         if self.writer is not None:
-            for key, value in metrics.items():
-                if key != "epoch":
-                    self.writer.add_scalar(key, value, epoch)
+            # one event holds the epoch's scalars (what add_scalar writes one by one): a quarter of the
+            # work for the writer's thread, which would otherwise hold python's lock while training waits
+            values = [self.summary.Value(tag=key, simple_value=float(value)) for key, value in metrics.items()
+                      if key != "epoch"]
+            self.writer.file_writer.add_summary(self.summary(value=values), epoch)
 
     def _close(self, trainer: Trainer) -> None:
+        if self.log is not None:
+            self.log.close()
+            self.log = None
         if self.writer is not None:
             self.writer.close()
             self.writer = None
@@ -184,9 +196,14 @@ def _fmt(value: float) -> str:
 
 class ProgressReporter:
     """A progress bar per epoch on a terminal (loss, samples/s, ETA), one line per epoch
-    otherwise, and a table of final metrics at the end."""
+    otherwise, and a table of final metrics at the end.
+
+    The bar appears once its epoch has run for ``DELAY_S``: an epoch shorter than that is
+    over before a bar could be read, and shows its line only, at the cost of one write.
+    """
 
     REFRESH_S = 0.25
+    DELAY_S = 0.25
 
     def __init__(self, mode: str, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
@@ -194,12 +211,13 @@ class ProgressReporter:
             mode = "bar" if self.stream.isatty() else "log"
         self.mode = mode
         self.bar: Any = None
+        self.ncols: int | None = None
         self.next_refresh = 0.0
         self.epoch_started = 0.0
         self.samples = 0
 
     def _print(self, text: str) -> None:
-        # the bar is cleared at the end of every epoch, before anything is printed
+        # the bar is closed at the end of every epoch, before anything is printed
         print(text, file=self.stream, flush=True)
 
     @hookimpl
@@ -211,22 +229,17 @@ class ProgressReporter:
     @hookimpl
     def dlguide_epoch_start(self, trainer: Trainer, epoch: int) -> None:
         self.epoch_started = time.perf_counter()
+        self.next_refresh = 0.0
         self.samples = 0
         if self.mode == "bar":
-            assert trainer.train_loader is not None
-            desc = f"epoch {epoch}/{trainer.max_epochs}"
-            if self.bar is None:  # one bar for the run, reset every epoch: making one costs milliseconds
-                from tqdm import tqdm
+            from tqdm import tqdm
 
-                # the width is read once: asking the terminal at every redraw costs more than a batch
-                self.bar = tqdm(total=trainer.train_loader.num_batches, desc=desc, unit="batch", file=self.stream,
-                                leave=False, mininterval=self.REFRESH_S)
-            else:
-                self.bar.set_description_str(desc, refresh=False)
-                self.bar.set_postfix_str("", refresh=False)
-                self.bar.reset(total=trainer.train_loader.num_batches)  # draws the bar once
-            if trainer.batch_in_epoch:
-                self.bar.update(trainer.batch_in_epoch)
+            assert trainer.train_loader is not None
+            # a new bar per epoch writes nothing before DELAY_S, nor when it closes undrawn
+            self.bar = tqdm(total=trainer.train_loader.num_batches, initial=trainer.batch_in_epoch,
+                            desc=f"epoch {epoch}/{trainer.max_epochs}", unit="batch", file=self.stream, leave=False,
+                            mininterval=self.REFRESH_S, delay=self.DELAY_S, ncols=self.ncols)
+            self.ncols = self.bar.ncols  # the terminal's width is asked once per run
 
     @hookimpl
     def dlguide_train_batch_end(self, trainer: Trainer, batch_idx: int, loss: Any) -> None:
@@ -242,8 +255,7 @@ class ProgressReporter:
 
     @hookimpl
     def dlguide_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
-        if self.bar is not None:
-            self.bar.clear()  # it is drawn again by the next epoch's reset, not after this epoch's line
+        self._close_bar()  # gone from the screen (if it was ever drawn) before the epoch's line
         if self.mode == "none":
             return
         seconds = time.perf_counter() - self.epoch_started

@@ -17,7 +17,7 @@ import os
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import yaml
 
@@ -120,8 +120,12 @@ class RunDir:
 
     # metrics
     def append_epoch(self, row: Mapping[str, Any]) -> None:
-        with self.epoch_metrics.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps({k: _json_safe(v) for k, v in row.items()}) + "\n")
+        with self.open_epoch_log() as log:
+            log.append(row)
+
+    def open_epoch_log(self) -> EpochLog:
+        """``metrics.jsonl`` held open for a run: one write per epoch instead of an open and a close."""
+        return EpochLog(self.epoch_metrics.open("a", encoding="utf-8"))
 
     def read_epochs(self) -> list[dict[str, Any]]:
         if not self.epoch_metrics.is_file():
@@ -137,3 +141,23 @@ class RunDir:
         path = self.path / name
         write_text_atomic(path, json.dumps({k: _json_safe(v) for k, v in metrics.items()}, indent=2) + "\n")
         return path
+
+
+class EpochLog:
+    """Appends epoch rows to an open ``metrics.jsonl``; each row is on disk once ``append`` returns."""
+
+    def __init__(self, fh: TextIO) -> None:
+        self.fh = fh
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        self.fh.write(json.dumps({k: _json_safe(v) for k, v in row.items()}) + "\n")
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+    def __enter__(self) -> EpochLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

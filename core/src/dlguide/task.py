@@ -135,8 +135,16 @@ class Task:
         return None
 
     def configure_metrics(self, stage: str) -> Mapping[str, Metric] | None:
-        """torchmetrics metrics for ``stage`` (``val`` or ``test``), reduced per epoch."""
+        """torchmetrics metrics for ``stage`` (``val`` or ``test``), reduced per epoch.
+
+        Called once per stage and run; the Trainer resets the metrics before every pass (a
+        metric without ``reset`` is asked for afresh instead). Per-pass state of the task's
+        own belongs in ``on_evaluation_start``.
+        """
         return None
+
+    def on_evaluation_start(self, stage: str) -> None:
+        """Called before every validation (``val``) or test (``test``) pass, after the metrics are reset."""
 
     # -- steps ----------------------------------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | Mapping[str, torch.Tensor]:

@@ -64,7 +64,8 @@ class Trainer:
         if cfg.fast_dev_run:
             self.max_epochs, self.limit_train, self.limit_eval = 1, 1, 1
         else:
-            self.max_epochs, self.limit_train, self.limit_eval = cfg.epochs, cfg.limit_train_batches, cfg.limit_eval_batches
+            self.max_epochs = cfg.epochs
+            self.limit_train, self.limit_eval = cfg.limit_train_batches, cfg.limit_eval_batches
         self.epoch = 0  # completed epochs
         self.global_step = 0  # optimizer steps (training batches in manual optimization)
         self.batch_in_epoch = 0  # training batches done in the current epoch
@@ -77,6 +78,7 @@ class Trainer:
         self.scaler: torch.amp.GradScaler | None = None
         self.model: nn.Module | None = None
         self.checkpoint_writer = BackgroundWriter()
+        self._metrics: dict[str, dict[str, Any]] = {}  # per stage, made once and reset before each pass
 
     # -- setup ---------------------------------------------------------------------
     def _setup(self, with_train: bool = True) -> None:
@@ -128,7 +130,7 @@ class Trainer:
             "epoch": self.epoch,
             "global_step": self.global_step,
             "batch_in_epoch": self.batch_in_epoch,
-            "partial": {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in self._partial.items()},
+            "partial": {k: dict(v) if isinstance(v, dict) else v for k, v in self._partial.items()},
             "history": list(self.history),
             "model": self.model.state_dict(),
             "optimizers": [o.state_dict() for o in self.optimizers],
@@ -280,7 +282,7 @@ class Trainer:
         assert model is not None and self.train_loader is not None
         model.train()
         accum = cfg.accumulate_grad_batches if task.automatic_optimization else 1
-        sums: dict[str, Any] = dict(self._partial.get("sums", {}))
+        sums = {k: scalar(v) for k, v in self._partial.get("sums", {}).items()}  # the epoch so far, when resumed
         count = int(self._partial.get("count", 0))
         start = self.batch_in_epoch
         n_batches = self.train_loader.num_batches
@@ -293,19 +295,24 @@ class Trainer:
                 with self.autocast():
                     out = task.training_step(batch, batch_idx)
                 loss = out["loss"] if isinstance(out, Mapping) else out
-                self._check_finite(loss, batch_idx)
+                loss_value = self._check_finite(loss, batch_idx)
                 self.backward(loss / window if window > 1 else loss)
                 if (batch_idx + 1) % accum == 0 or batch_idx + 1 == n_batches:
                     self.optimizer_step(self.optimizers[0], self.schedules[0])
             else:
                 out = task.training_step(batch, batch_idx)
                 self.global_step += 1
+                loss_value = None
             logs = out if isinstance(out, Mapping) else {"loss": out}
             logs = {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in logs.items()}
             for key, value in logs.items():
-                if not task.automatic_optimization:  # automatic optimization checked the loss before backward
-                    self._check_finite(value, batch_idx, key)
-                sums[key] = sums.get(key, 0.0) + value * n
+                if key == "loss" and loss_value is not None:  # read once, before backward, for the NaN check
+                    number = loss_value
+                elif task.automatic_optimization:
+                    number = scalar(value)
+                else:  # a task that drives its optimizers: every value it logs is checked
+                    number = self._check_finite(value, batch_idx, key)
+                sums[key] = sums.get(key, 0.0) + number * n
             count += n
             self.batch_in_epoch = batch_idx + 1
             self._partial = {"sums": sums, "count": count}
@@ -314,7 +321,7 @@ class Trainer:
             at_step_boundary = (batch_idx + 1) % accum == 0
             if self._stop_signal is not None and at_step_boundary and self.batch_in_epoch < n_batches:
                 self._interrupt()
-        return {f"train/{k}": float(v) / max(count, 1) for k, v in sums.items()}
+        return {f"train/{k}": v / max(count, 1) for k, v in sums.items()}
 
     def backward(self, loss: torch.Tensor) -> None:
         """Backpropagate, through the grad scaler when one is active (for manual optimization too)."""
@@ -343,25 +350,25 @@ class Trainer:
         if self.task.automatic_optimization:
             self.global_step += 1
 
-    def _check_finite(self, value: Any, batch_idx: int, key: str = "loss") -> None:
-        if not isinstance(value, torch.Tensor):
-            return
-        # a scalar is read once (the same device sync as isfinite's), a third of the cost on the CPU
-        finite = math.isfinite(value.item()) if value.numel() == 1 else bool(torch.isfinite(value).all())
-        if not finite:
+    def _check_finite(self, value: Any, batch_idx: int, key: str = "loss") -> float:
+        """``value`` as a number (a tensor's mean), or RunError when it is NaN or infinite."""
+        number = scalar(value)  # one read: the device sync that an isfinite check would cost anyway
+        if not math.isfinite(number):
             with contextlib.suppress(Exception):
                 self.checkpoint_writer.wait()  # the last good checkpoint may still be on its way
             last = self.run_dir.last_ckpt
             kept = f"last good checkpoint kept: {last}" if last.exists() else "no checkpoint had been written yet"
             raise RunError(
-                f"{key} is {float(value.detach().float().mean())} at epoch {self.epoch + 1}, batch {batch_idx}, "
+                f"{key} is {number} at epoch {self.epoch + 1}, batch {batch_idx}, "
                 f"step {self.global_step}; run stopped, {kept}")
+        return number
 
     @torch.no_grad()
     def _evaluate(self, stage: str, loader: SeededLoader) -> dict[str, float]:
         task, model = self.task, self.model
         assert model is not None
         metrics = self.make_metrics(stage)
+        task.on_evaluation_start(stage)
         model.eval()
         loss_sum: Any = 0.0
         count = 0
@@ -383,8 +390,18 @@ class Trainer:
         return out
 
     def make_metrics(self, stage: str) -> dict[str, Any]:
+        """The task's metrics for ``stage``, empty: made on the first pass, reset on later ones
+        (building torchmetrics objects costs more than a small validation pass)."""
+        cached = self._metrics.get(stage)
+        if cached is not None:
+            for metric in cached.values():
+                metric.reset()
+            return cached
         configured = self.task.configure_metrics(stage) or {}
-        return {k: m.to(self.device) for k, m in dict(configured).items()}
+        metrics = {k: m.to(self.device) for k, m in dict(configured).items()}
+        if all(callable(getattr(m, "reset", None)) for m in metrics.values()):
+            self._metrics[stage] = metrics
+        return metrics
 
     # -- the end of a run ----------------------------------------------------------
     def _finish(self) -> dict[str, float]:
@@ -424,6 +441,13 @@ class Trainer:
         with torch.no_grad():  # what a finished run adds once (a protocol, sample quality), as in metrics.json
             metrics.update(self.task.final_metrics(metrics) or {})
         return metrics
+
+
+def scalar(value: Any) -> float:
+    """A logged value as a python float: a one-element tensor's value, a larger one's mean."""
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else float(value.detach().float().mean())
+    return float(value)
 
 
 class CheckpointMismatch(Exception):

@@ -1,9 +1,10 @@
 """MONAI's cumulative metrics behind the small interface the Trainer asks of a metric.
 
-The Trainer moves each metric with ``to(device)`` and reads it with ``compute()``; it flattens a
-scalar under ``<stage>/<key>``. One MONAI metric yields a value per class, so a ``MetricView``
-per key (``dice``, ``dice/<class>``) reads from one shared ``SegmentationScores``, and the
-expensive Hausdorff distances are computed once per case.
+The Trainer moves each metric with ``to(device)``, empties it with ``reset()`` before each pass
+and reads it with ``compute()``; it flattens a scalar under ``<stage>/<key>``. One MONAI
+metric yields a value per class, so a ``MetricView`` per key (``dice``, ``dice/<class>``)
+reads from one shared ``SegmentationScores``, and the expensive Hausdorff distances are
+computed once per case.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ class SegmentationScores:
         self.dice = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=True)
         self.hd95 = HausdorffDistanceMetric(include_background=False, percentile=95, reduction="mean_batch")
         self._result: dict[str, torch.Tensor] | None = None
+
+    def reset(self) -> None:
+        self.dice.reset()
+        self.hd95.reset()
+        self._result = None
 
     def update(self, pred_onehot: torch.Tensor, label_onehot: torch.Tensor) -> None:
         """Add a batch of one-hot predictions and labels, ``[B, classes + 1, *spatial]``."""
@@ -62,6 +68,9 @@ class MetricView:
     def to(self, device: Any) -> MetricView:
         return self  # MONAI keeps its buffers on the device of the tensors it is given
 
+    def reset(self) -> None:
+        self.scores.reset()  # once per view: the shared scores are emptied, which is idempotent
+
     def compute(self) -> torch.Tensor:
         values = self.scores.result()[self.name]
         if self.index is not None:
@@ -78,6 +87,9 @@ class RocAuc:
 
     def to(self, device: Any) -> RocAuc:
         return self
+
+    def reset(self) -> None:
+        self.metric.reset()
 
     def update(self, probs: torch.Tensor, labels: torch.Tensor) -> None:
         onehot = torch.nn.functional.one_hot(labels.long(), self.num_classes)

@@ -159,9 +159,11 @@ class SegmentationTask(Task):
                                         predictor=self.model, overlap=cfg.sw_overlap, mode="gaussian")
 
     def configure_metrics(self, stage: str) -> dict[str, Any]:
-        if stage == "test":
-            self.overlays = []  # the Trainer asks for fresh metrics at the start of every test pass
         return dict(SegmentationScores(self.meta["classes"], self.config.spacing).views())
+
+    def on_evaluation_start(self, stage: str) -> None:
+        if stage == "test":
+            self.overlays = []  # the pictures of this test pass only
 
     def validation_step(self, batch: Any, metrics: Mapping[str, Any]) -> torch.Tensor:
         return self._evaluate(batch, metrics, draw=False)

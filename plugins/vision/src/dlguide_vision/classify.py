@@ -143,9 +143,11 @@ class ImageClassificationTask(Task):
         return nn.functional.cross_entropy(logits, labels, label_smoothing=self.config.label_smoothing)
 
     def configure_metrics(self, stage: str) -> dict[str, Any]:
-        if stage == "test":
-            self.mistakes = []  # the Trainer asks for fresh metrics at the start of every test pass
         return classification_metrics(len(self.meta["classes"]), stage)
+
+    def on_evaluation_start(self, stage: str) -> None:
+        if stage == "test":
+            self.mistakes = []  # the mistakes of this test pass only
 
     def _evaluate(self, batch: Any, metrics: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = batch

@@ -201,10 +201,12 @@ class ImageGenerationTask(Task):
 
     def configure_metrics(self, stage: str) -> dict[str, Any]:
         assert self.scorer is not None
-        # the same noise in every evaluation pass, drawn apart from the training stream
-        self._eval_noise = torch.Generator().manual_seed(self.config.seed + 1)
         return {"frechet_distance": frechet_metric(self.scorer.num_features), "confidence": MeanMetric(),
                 "confident_share": MeanMetric()}
+
+    def on_evaluation_start(self, stage: str) -> None:
+        # the same noise in every evaluation pass, drawn apart from the training stream
+        self._eval_noise = torch.Generator().manual_seed(self.config.seed + 1)
 
     def validation_step(self, batch: Any, metrics: Mapping[str, Any]) -> None:
         assert self.scorer is not None and self._eval_noise is not None
