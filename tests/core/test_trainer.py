@@ -285,7 +285,14 @@ def test_run_directory_contents(toy_runtime, tmp_path):
         assert (out / name).is_file(), name
     assert set(res.metrics) >= {"train/loss", "val/loss", "val/r2", "test/loss", "test/r2", "test/mae"}
     assert (out / "config.yaml").read_text().startswith("task: example.sine\n")
-    assert any((out / "tensorboard").iterdir())
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()  # every epoch's scalars, one event per epoch, written when the run ends
+    assert {"train/loss", "val/loss", "val/r2", "lr"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("val/loss")] == [1, 2]
+    rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [e.value for e in events.Scalars("val/loss")] == pytest.approx([r["val/loss"] for r in rows])
     with pytest.raises(UsageError, match="already holds a run"):
         run_task("example.sine", overrides=FAST, out=out, runtime=toy_runtime, progress="none")
 

@@ -40,12 +40,21 @@ def monitored(trainer: Trainer, metrics: dict[str, float]) -> float:
 
 class MetricsLogger:
     """Appends each epoch to metrics.jsonl, mirrors it to TensorBoard when installed, and
-    draws the learning curves when the run ends or stops."""
+    draws the learning curves when the run ends or stops.
+
+    TensorBoard's events are handed to its writer at most every ``TENSORBOARD_S`` seconds
+    (and at the end) and flushed then: what TensorBoard shows is as fresh as with its own
+    10-second flush, while short epochs do not wake the writer's thread one by one.
+    """
+
+    TENSORBOARD_S = 10.0
 
     def __init__(self) -> None:
         self.log: EpochLog | None = None
         self.writer: Any = None
         self.summary: Any = None
+        self.events: list[tuple[int, Any]] = []
+        self.pushed_at = 0.0
 
     @hookimpl(tryfirst=True)
     def dlguide_run_start(self, trainer: Trainer) -> None:
@@ -56,25 +65,36 @@ class MetricsLogger:
 
             # its own thread writes the events; they reach the file within flush_secs, not per epoch
             self.writer = SummaryWriter(str(trainer.run_dir.path / "tensorboard"), purge_step=trainer.epoch + 1,
-                                        flush_secs=10)
+                                        flush_secs=self.TENSORBOARD_S)
             self.summary = Summary
+            self.pushed_at = time.monotonic()
 
     @hookimpl(tryfirst=True)
     def dlguide_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
         if self.log is not None:
             self.log.append(metrics)
         if self.writer is not None:
-            # one event holds the epoch's scalars (what add_scalar writes one by one): a quarter of the
-            # work for the writer's thread, which would otherwise hold python's lock while training waits
+            # one event holds the epoch's scalars (what add_scalar would write one by one)
             values = [self.summary.Value(tag=key, simple_value=float(value)) for key, value in metrics.items()
                       if key != "epoch"]
-            self.writer.file_writer.add_summary(self.summary(value=values), epoch)
+            self.events.append((epoch, self.summary(value=values)))
+            if time.monotonic() - self.pushed_at >= self.TENSORBOARD_S:
+                self._push()
+
+    def _push(self) -> None:
+        """Hand the events so far to TensorBoard's writer and have them written now."""
+        for epoch, summary in self.events:
+            self.writer.file_writer.add_summary(summary, epoch)
+        self.events = []
+        self.writer.flush()
+        self.pushed_at = time.monotonic()
 
     def _close(self, trainer: Trainer) -> None:
         if self.log is not None:
             self.log.close()
             self.log = None
         if self.writer is not None:
+            self._push()
             self.writer.close()
             self.writer = None
         if trainer.history:
@@ -229,27 +249,34 @@ class ProgressReporter:
     @hookimpl
     def dlguide_epoch_start(self, trainer: Trainer, epoch: int) -> None:
         self.epoch_started = time.perf_counter()
-        self.next_refresh = 0.0
+        self.next_refresh = self.epoch_started + self.DELAY_S  # no bar, nor any work for one, before then
         self.samples = 0
-        if self.mode == "bar":
-            from tqdm import tqdm
 
-            assert trainer.train_loader is not None
-            # a new bar per epoch writes nothing before DELAY_S, nor when it closes undrawn
-            self.bar = tqdm(total=trainer.train_loader.num_batches, initial=trainer.batch_in_epoch,
-                            desc=f"epoch {epoch}/{trainer.max_epochs}", unit="batch", file=self.stream, leave=False,
-                            mininterval=self.REFRESH_S, delay=self.DELAY_S, ncols=self.ncols)
-            self.ncols = self.bar.ncols  # the terminal's width is asked once per run
+    def _open_bar(self, trainer: Trainer) -> None:
+        from tqdm import tqdm
+
+        assert trainer.train_loader is not None
+        self.bar = tqdm(total=trainer.train_loader.num_batches, initial=trainer.batch_in_epoch,
+                        desc=f"epoch {trainer.epoch + 1}/{trainer.max_epochs}", unit="batch", file=self.stream,
+                        leave=False, mininterval=self.REFRESH_S, ncols=self.ncols)
+        self.ncols = self.bar.ncols  # the terminal's width is asked once per run
 
     @hookimpl
     def dlguide_train_batch_end(self, trainer: Trainer, batch_idx: int, loss: Any) -> None:
         self.samples += trainer.last_batch_size
-        if self.bar is None:
+        if self.mode != "bar":
             return
-        self.bar.update(1)
         now = time.perf_counter()
-        if now >= self.next_refresh and loss is not None:
-            self.next_refresh = now + self.REFRESH_S
+        if now < self.next_refresh:
+            if self.bar is not None:
+                self.bar.update(1)
+            return
+        self.next_refresh = now + self.REFRESH_S
+        if self.bar is None:
+            self._open_bar(trainer)  # counts the batches done so far, this one included
+        else:
+            self.bar.update(1)
+        if loss is not None:
             rate = self.samples / max(now - self.epoch_started, 1e-9)
             self.bar.set_postfix_str(f"loss={float(loss):.4f} {rate:,.0f} samples/s", refresh=False)
 
