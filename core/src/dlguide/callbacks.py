@@ -63,7 +63,7 @@ class MetricsLogger:
             from tensorboard.compat.proto.summary_pb2 import Summary
             from torch.utils.tensorboard import SummaryWriter
 
-            # its own thread writes the events; they reach the file within flush_secs, not per epoch
+            # events are handed over and flushed by _push; its own flush interval is only the backstop
             self.writer = SummaryWriter(str(trainer.run_dir.path / "tensorboard"), purge_step=trainer.epoch + 1,
                                         flush_secs=self.TENSORBOARD_S)
             self.summary = Summary

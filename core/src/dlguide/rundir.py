@@ -119,10 +119,6 @@ class RunDir:
         return json.loads(self.meta_path.read_text(encoding="utf-8"))
 
     # metrics
-    def append_epoch(self, row: Mapping[str, Any]) -> None:
-        with self.open_epoch_log() as log:
-            log.append(row)
-
     def open_epoch_log(self) -> EpochLog:
         """``metrics.jsonl`` held open for a run: one write per epoch instead of an open and a close."""
         return EpochLog(self.epoch_metrics.open("a", encoding="utf-8"))
@@ -155,9 +151,3 @@ class EpochLog:
 
     def close(self) -> None:
         self.fh.close()
-
-    def __enter__(self) -> EpochLog:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
