@@ -296,9 +296,14 @@ class Trainer:
                     out = task.training_step(batch, batch_idx)
                 loss = out["loss"] if isinstance(out, Mapping) else out
                 loss_value = self._check_finite(loss, batch_idx)
+                if batch_idx % accum == 0:
+                    # the previous step's gradients go between this forward pass and the backward
+                    # pass, as in a plain loop: the backward pass gets back the memory they free
+                    # (freed right after the step, it went to this forward pass's activations)
+                    self.optimizers[0].zero_grad(set_to_none=True)
                 self.backward(loss / window if window > 1 else loss)
                 if (batch_idx + 1) % accum == 0 or batch_idx + 1 == n_batches:
-                    self.optimizer_step(self.optimizers[0], self.schedules[0])
+                    self.optimizer_step(self.optimizers[0], self.schedules[0], zero_grad=False)
             else:
                 out = task.training_step(batch, batch_idx)
                 self.global_step += 1
@@ -330,8 +335,10 @@ class Trainer:
         else:
             loss.backward()
 
-    def optimizer_step(self, optimizer: torch.optim.Optimizer, schedule: Schedule | None = None) -> None:
-        """Unscale, clip, step, zero the gradients and advance the schedule of one optimizer."""
+    def optimizer_step(self, optimizer: torch.optim.Optimizer, schedule: Schedule | None = None, *,
+                       zero_grad: bool = True) -> None:
+        """Unscale, clip, step, zero the gradients (unless ``zero_grad`` is false: the Trainer's
+        own loop zeroes them before the next backward pass) and advance the schedule of one optimizer."""
         if self.config.gradient_clip_norm > 0:
             if self.scaler is not None:
                 self.scaler.unscale_(optimizer)
@@ -342,7 +349,8 @@ class Trainer:
             self.scaler.update()
         else:
             optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        if zero_grad:
+            optimizer.zero_grad(set_to_none=True)
         if schedule is None and optimizer in self.optimizers:
             schedule = self.schedules[self.optimizers.index(optimizer)]
         if schedule is not None:
