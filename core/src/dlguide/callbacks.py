@@ -163,6 +163,7 @@ class Checkpointer:
         self.mode, self.interval = mode, interval
         self.best: float | None = None
         self.pending_best: dict[str, Any] | None = None  # the best epoch's state, not yet on disk
+        self.spare: dict[str, Any] | None = None  # a copy already written, whose memory the next copy reuses
         self.written_at = time.monotonic()
 
     @hookimpl
@@ -180,14 +181,17 @@ class Checkpointer:
             if improved:
                 from dlguide.checkpoint import detached_copy
 
-                self.pending_best = detached_copy(trainer.checkpoint_state())
+                self.pending_best = detached_copy(trainer.checkpoint_state(), into=self.pending_best or self.spare)
+                self.spare = None
             return
         background = trainer.config.async_checkpoints
         last = trainer.save_checkpoint(trainer.run_dir.last_ckpt, "last", background=background)
         if improved:
             trainer.save_checkpoint(trainer.run_dir.best_ckpt, "best", same_as=last, background=background)
         elif self.pending_best is not None:
+            # serialized before save_checkpoint returns: its tensors are free to be copied into again
             trainer.save_checkpoint(trainer.run_dir.best_ckpt, "best", state=self.pending_best, background=background)
+        self.spare = self.pending_best or self.spare
         self.pending_best = None
         self.written_at = time.monotonic()
 

@@ -53,18 +53,28 @@ def atomic_write(data: memoryview | bytes, path: Path) -> None:
         fh.write(data)
 
 
-def detached_copy(obj: Any) -> Any:
+def detached_copy(obj: Any, into: Any = None) -> Any:
     """A copy of a checkpoint's state with every tensor cloned to the CPU, kept while training
-    goes on changing the originals (dicts keep their type and a state dict's versions)."""
+    goes on changing the originals (dicts keep their type and a state dict's versions).
+
+    ``into`` is an earlier copy that is no longer needed: its CPU tensors of the same shape and
+    dtype are copied into instead of allocated again (a best epoch after a best epoch reuses the
+    memory, which is already mapped and warm in the caches).
+    """
     if isinstance(obj, torch.Tensor):
+        if (isinstance(into, torch.Tensor) and into.device.type == "cpu" and into.layout == obj.layout == torch.strided
+                and into.shape == obj.shape and into.dtype == obj.dtype and into.is_contiguous()):
+            return into.copy_(obj.detach())
         return obj.detach().to("cpu", copy=True)
     if isinstance(obj, dict):
-        out = type(obj)((key, detached_copy(value)) for key, value in obj.items())
+        earlier = into if isinstance(into, dict) else {}
+        out = type(obj)((key, detached_copy(value, earlier.get(key))) for key, value in obj.items())
         if hasattr(obj, "_metadata"):
             out._metadata = obj._metadata  # type: ignore[attr-defined]
         return out
     if isinstance(obj, (list, tuple)):
-        return type(obj)(detached_copy(value) for value in obj)
+        earlier = into if isinstance(into, (list, tuple)) and len(into) == len(obj) else [None] * len(obj)
+        return type(obj)(detached_copy(value, old) for value, old in zip(obj, earlier))
     return obj
 
 
