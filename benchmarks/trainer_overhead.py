@@ -48,7 +48,7 @@ import torchmetrics
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from dlguide.checkpoint import seed_everything
+from dlguide.checkpoint import capture_rng, restore_rng, seed_everything
 from dlguide.config import resolve
 from dlguide.errors import UsageError
 from dlguide.hookspecs import hookimpl
@@ -113,14 +113,109 @@ TRAINER_SETTINGS: list[str] = []  # --set: further Trainer settings, e.g. async_
 
 
 class Span:
-    """Wall and process CPU time from ``start`` to marks on the way."""
+    """Wall and process CPU time from ``start`` to marks on the way, less the time spent on
+    the other side of the comparison in between (``exclude``)."""
 
     def __init__(self) -> None:
         self.wall, self.cpu = time.perf_counter(), time.process_time()
+        self.excluded = [0.0, 0.0]
         self.marks: dict[str, tuple[float, float]] = {}
 
     def mark(self, name: str) -> None:
-        self.marks[name] = (time.perf_counter() - self.wall, time.process_time() - self.cpu)
+        self.marks[name] = (time.perf_counter() - self.wall - self.excluded[0],
+                            time.process_time() - self.cpu - self.excluded[1])
+
+
+class PlainLoop:
+    """The plain PyTorch loop, in steps: ``setup`` builds the run, ``epoch`` trains and validates
+    one epoch, ``test`` evaluates the last weights. Each step can run inside a Trainer run
+    (``Weave``): the loop keeps its own python, numpy and torch RNG states between steps."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+        self.done = 0  # epochs trained
+        self.loss = float("nan")
+        self.spent = [0.0, 0.0]  # wall and CPU seconds in the steps so far
+        self.rng: dict[str, Any] | None = None
+
+    def setup(self) -> None:
+        seed_everything(SEED)
+        data = splits()
+        self.model = SmallCNN()
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=LR)
+        self.g = torch.Generator()
+        self.train = DataLoader(data.train, batch_size=BATCH, shuffle=True, generator=self.g)
+        # A loader without a generator of its own draws its worker seed from the global RNG,
+        # which would shift the dropout masks of later epochs; the Trainer's loaders have one.
+        self.val = DataLoader(data.val, batch_size=BATCH, generator=torch.Generator())
+        self.test_loader = DataLoader(data.test, batch_size=BATCH, generator=torch.Generator())
+
+    def evaluate(self, loader: DataLoader) -> tuple[float, float]:
+        """Loss and accuracy: what the Trainer reports for val and test."""
+        model = self.model
+        model.eval()
+        correct = total = 0
+        loss_sum = 0.0
+        with torch.no_grad():
+            for x, y in loader:
+                logits = model(x)
+                loss_sum += nn.functional.cross_entropy(logits, y).item() * len(y)
+                correct += int((logits.argmax(1) == y).sum())
+                total += len(y)
+        model.train()
+        return loss_sum / total, correct / total
+
+    def epoch(self) -> None:
+        model, opt = self.model, self.opt
+        self.g.manual_seed(SEED + self.done)  # the same per-epoch order the Trainer uses
+        loss_sum, seen = 0.0, 0
+        for x, y in self.train:
+            loss = nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            loss_sum += loss.item() * len(x)
+            seen += len(x)
+        val_loss, val_acc = self.evaluate(self.val)
+        self.done += 1
+        self.loss = loss_sum / seen
+        print(f"plain epoch {self.done}/{self.epochs} loss {self.loss:.4f} val loss {val_loss:.4f} "
+              f"acc {val_acc:.4f}", file=sys.stderr)
+
+    def test(self) -> None:
+        self.evaluate(self.test_loader)
+
+    def step(self, work: Any, other: Span | None = None) -> None:
+        """Run one step with the loop's own RNG states; its time counts for this loop and, with
+        the switch of RNG states around it, is taken off ``other`` (the Trainer's span)."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        outer = capture_rng()
+        if self.rng is not None:
+            restore_rng(self.rng)
+        step_wall, step_cpu = time.perf_counter(), time.process_time()
+        work()
+        self.spent[0] += time.perf_counter() - step_wall
+        self.spent[1] += time.process_time() - step_cpu
+        self.rng = capture_rng()
+        restore_rng(outer)
+        if other is not None:
+            other.excluded[0] += time.perf_counter() - wall
+            other.excluded[1] += time.process_time() - cpu
+
+
+class Weave:
+    """Runs the plain loop's epochs inside a Trainer run, at the start of the Trainer's epochs:
+    epoch k of the plain loop right before the Trainer's epoch k (``lag`` 0) or right after it
+    (``lag`` 1, the last one after the Trainer's run). The two sides then meet the machine's
+    changes of speed within one epoch of each other."""
+
+    def __init__(self, plain: PlainLoop, lag: int, span: Span) -> None:
+        self.plain, self.lag, self.span = plain, lag, span
+
+    @hookimpl(tryfirst=True)  # before the Trainer's own epoch-start work (the progress clock)
+    def dlguide_epoch_start(self, trainer, epoch):
+        while self.plain.done < epoch - self.lag:
+            self.plain.step(self.plain.epoch, self.span)
 
 
 class FitClock:
@@ -142,68 +237,54 @@ class FitClock:
             self.span.mark("fit")  # the last epoch's checkpoint, maybe written on the checkpoint thread
 
 
-def fit_trainer(epochs: int, workdir: Path) -> tuple[Span, float]:
+def fit_trainer(epochs: int, workdir: Path, plain: PlainLoop | None = None, lag: int = 0) -> tuple[Span, float]:
+    """A Trainer run; with ``plain``, the plain loop's epochs are woven into it (``Weave``)."""
     cfg = resolve(TrainConfig, overrides=[f"epochs={epochs}", f"batch_size={BATCH}", f"lr={LR}", f"seed={SEED}",
                                           "device=cpu", "monitor=val/accuracy", *TRAINER_SETTINGS])
     runtime = load_runtime(use_entry_points=False)
     out = Path(tempfile.mkdtemp(dir=workdir))
     span = Span()
-    clock = FitClock(span)
-    runtime.pm.register(clock)
+    plugins: list[object] = [FitClock(span)]
+    if plain is not None:
+        plugins.append(Weave(plain, lag, span))
+    for plugin in plugins:
+        runtime.pm.register(plugin)
     try:
         trainer = Trainer(DigitsTask(cfg, name="bench.digits"), RunDir.new("bench.digits", out / "run"),
                           runtime=runtime, progress="bar")
         trainer.fit()
         span.mark("run")
     finally:
-        runtime.pm.unregister(clock)
+        for plugin in plugins:
+            runtime.pm.unregister(plugin)
     return span, trainer.history[-1]["train/loss"]
 
 
 def fit_plain(epochs: int) -> tuple[Span, float]:
+    """A plain run on its own: setup, every epoch, test."""
+    plain = PlainLoop(epochs)
     span = Span()
-    seed_everything(SEED)
-    data = splits()
-    model = SmallCNN()
-    opt = torch.optim.Adam(model.parameters(), lr=LR)
-    g = torch.Generator()
-    train = DataLoader(data.train, batch_size=BATCH, shuffle=True, generator=g)
-    # A loader without a generator of its own draws its worker seed from the global RNG,
-    # which would shift the dropout masks of later epochs; the Trainer's loaders have one.
-    val = DataLoader(data.val, batch_size=BATCH, generator=torch.Generator())
-    test = DataLoader(data.test, batch_size=BATCH, generator=torch.Generator())
-
-    def evaluate(loader: DataLoader) -> tuple[float, float]:
-        """Loss and accuracy: what the Trainer reports for val and test."""
-        model.eval()
-        correct = total = 0
-        loss_sum = 0.0
-        with torch.no_grad():
-            for x, y in loader:
-                logits = model(x)
-                loss_sum += nn.functional.cross_entropy(logits, y).item() * len(y)
-                correct += int((logits.argmax(1) == y).sum())
-                total += len(y)
-        model.train()
-        return loss_sum / total, correct / total
-
-    for epoch in range(epochs):
-        g.manual_seed(SEED + epoch)  # the same per-epoch order the Trainer uses
-        loss_sum, seen = 0.0, 0
-        for x, y in train:
-            loss = nn.functional.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            loss_sum += loss.item() * len(x)
-            seen += len(x)
-        val_loss, val_acc = evaluate(val)
-        print(f"plain epoch {epoch + 1}/{epochs} loss {loss_sum / seen:.4f} val loss {val_loss:.4f} "
-              f"acc {val_acc:.4f}", file=sys.stderr)
+    plain.setup()
+    while plain.done < epochs:
+        plain.epoch()
     span.mark("fit")
-    evaluate(test)
+    plain.test()
     span.mark("run")
-    return span, loss_sum / seen
+    return span, plain.loss
+
+
+def fit_woven(epochs: int, workdir: Path, lag: int) -> dict[str, tuple[Span, float]]:
+    """One Trainer run and one plain run, epoch by epoch in turn (``Weave``)."""
+    plain = PlainLoop(epochs)
+    plain_span = Span()  # marked with the time of the plain loop's steps only
+    plain.step(plain.setup)
+    trainer_span, trainer_loss = fit_trainer(epochs, workdir, plain, lag)
+    while plain.done < epochs:
+        plain.step(plain.epoch)
+    plain_span.marks["fit"] = (plain.spent[0], plain.spent[1])
+    plain.step(plain.test)
+    plain_span.marks["run"] = (plain.spent[0], plain.spent[1])
+    return {"trainer": (trainer_span, trainer_loss), "plain": (plain_span, plain.loss)}
 
 
 def quartiles(values: list[float]) -> list[float]:
@@ -211,15 +292,19 @@ def quartiles(values: list[float]) -> list[float]:
     return [q[0], statistics.median(values), q[2]]
 
 
-def measure(epochs: int, repeats: int, workdir: Path) -> dict[str, Any]:
-    """Both sides ``repeats`` times at ``epochs``, alternating which goes first; each repeat is
-    a pair run back to back, so its ratio compares the two under the same machine load."""
+def measure(epochs: int, repeats: int, workdir: Path, pairing: str) -> dict[str, Any]:
+    """Both sides ``repeats`` times at ``epochs``, as pairs: woven epoch by epoch into one
+    another (``pairing="epoch"``), or whole runs back to back (``"run"``); which side goes
+    first alternates from pair to pair."""
     spans: dict[str, list[Span]] = {"trainer": [], "plain": []}
     losses: dict[str, float] = {}
-    sides = {"trainer": lambda: fit_trainer(epochs, workdir), "plain": lambda: fit_plain(epochs)}
     for repeat in range(repeats):
-        for side in (("trainer", "plain") if repeat % 2 == 0 else ("plain", "trainer")):
-            span, losses[side] = sides[side]()
+        if pairing == "epoch":
+            pair = fit_woven(epochs, workdir, lag=repeat % 2)
+        else:
+            sides = {"trainer": lambda: fit_trainer(epochs, workdir), "plain": lambda: fit_plain(epochs)}
+            pair = {side: sides[side]() for side in (("trainer", "plain") if repeat % 2 == 0 else ("plain", "trainer"))}
+        for side, (span, losses[side]) in pair.items():
             spans[side].append(span)
     row: dict[str, Any] = {"epochs": epochs}
     for part in ("fit", "run"):
@@ -250,6 +335,8 @@ def main() -> int:
                         help="a second, longer run, where fixed costs weigh less (0: off)")
     parser.add_argument("--repeats", type=int, default=15, help="pairs of runs at --epochs (half as many at "
                                                                      "--long-epochs, at least 3)")
+    parser.add_argument("--pairing", choices=["epoch", "run"], default="epoch",
+                        help="epoch: each pair's two runs woven epoch by epoch into one another; run: back to back")
     parser.add_argument("--threads", type=int, default=0, help="torch threads for both sides (0: torch's default)")
     parser.add_argument("--set", nargs="*", default=[], dest="settings", metavar="KEY=VALUE",
                         help="further Trainer settings, e.g. async_checkpoints=false")
@@ -259,11 +346,10 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        fit_plain(args.epochs)  # warm up both code paths (imports, first calls, allocator) before timing
-        fit_trainer(args.epochs, Path(tmp))
-        runs = [measure(args.epochs, args.repeats, Path(tmp))]
+        measure(args.epochs, 1, Path(tmp), args.pairing)  # warm up both (imports, first calls, allocator), untimed
+        runs = [measure(args.epochs, args.repeats, Path(tmp), args.pairing)]
         if args.long_epochs > args.epochs:
-            runs.append(measure(args.long_epochs, max(3, args.repeats // 2), Path(tmp)))
+            runs.append(measure(args.long_epochs, max(3, args.repeats // 2), Path(tmp), args.pairing))
     main_run = runs[0]
     result: dict[str, Any] = {
         "command": " ".join(["python benchmarks/trainer_overhead.py", *sys.argv[1:]]),
@@ -271,6 +357,7 @@ def main() -> int:
                     "progress bar, metrics.jsonl, TensorBoard events when installed and its checkpoints at the "
                     "default checkpoint_interval (fit), then the best checkpoint's test, safetensors weights and "
                     "learning-curve PNG (run)",
+        "pairing": args.pairing,
         "runs": runs,
         "ratio": main_run["fit"]["ratio"],
         "run_ratio": main_run["run"]["ratio"],
@@ -286,8 +373,8 @@ def main() -> int:
         end_ms = 1000 * (run["overhead_seconds_median"] - fit["overhead_seconds_median"])
         q = fit["paired_ratio_quartiles"]
         trainer_s, plain_s = statistics.median(fit["trainer_seconds"]), statistics.median(fit["plain_seconds"])
-        print(f"{r['epochs']} epochs, {len(fit['paired_ratios'])} pairs: fit: trainer median {trainer_s:.3f}s, "
-              f"plain median {plain_s:.3f}s; "
+        print(f"{r['epochs']} epochs, {len(fit['paired_ratios'])} pairs ({args.pairing} by {args.pairing}): "
+              f"fit: trainer median {trainer_s:.3f}s, plain median {plain_s:.3f}s; "
               f"ratio {fit['ratio']:.3f} (median of the pairs; quartiles {q[0]:.3f}-{q[2]:.3f}; ratio of the medians "
               f"{fit['ratio_of_medians']:.3f}, CPU time {fit['cpu_ratio_of_medians']:.3f})")
         print(f"    whole run: ratio {run['ratio']:.3f} (the end of the run {end_ms:.0f} ms more); final train loss "
