@@ -281,51 +281,59 @@ class Trainer:
         cfg, task, model = self.config, self.task, self.model
         assert model is not None and self.train_loader is not None
         model.train()
-        accum = cfg.accumulate_grad_batches if task.automatic_optimization else 1
+        automatic = task.automatic_optimization
+        accum = cfg.accumulate_grad_batches if automatic else 1
         sums = {k: scalar(v) for k, v in self._partial.get("sums", {}).items()}  # the epoch so far, when resumed
         count = int(self._partial.get("count", 0))
+        partial = self._partial = {"sums": sums, "count": count}  # kept up to date for a checkpoint mid-epoch
         start = self.batch_in_epoch
         n_batches = self.train_loader.num_batches
+        device, autocast, batch_end = self.device, self.autocast, self.hook.dlguide_train_batch_end
         for batch_idx, batch in enumerate(self.train_loader.epoch(self.epoch, start), start=start):
-            batch = to_device(batch, self.device, non_blocking=True)
+            batch = to_device(batch, device, non_blocking=True)
             n = task.batch_size_of(batch)
-            if task.automatic_optimization:
+            if automatic:
+                optimizer = self.optimizers[0]
                 # the last, short accumulation window is averaged over the batches it has
                 window = min(accum, n_batches - (batch_idx // accum) * accum)
-                with self.autocast():
+                with autocast():
                     out = task.training_step(batch, batch_idx)
-                loss = out["loss"] if isinstance(out, Mapping) else out
-                loss_value = self._check_finite(loss, batch_idx)
+                loss = out if isinstance(out, torch.Tensor) else out["loss"]
+                loss_value = self._check_finite(loss, batch_idx)  # read once, before backward
                 if batch_idx % accum == 0:
                     # the previous step's gradients go between this forward pass and the backward
                     # pass, as in a plain loop: the backward pass gets back the memory they free
                     # (freed right after the step, it went to this forward pass's activations)
-                    self.optimizers[0].zero_grad(set_to_none=True)
+                    optimizer.zero_grad(set_to_none=True)
                 self.backward(loss / window if window > 1 else loss)
                 if (batch_idx + 1) % accum == 0 or batch_idx + 1 == n_batches:
-                    self.optimizer_step(self.optimizers[0], self.schedules[0], zero_grad=False)
+                    self.optimizer_step(optimizer, self.schedules[0], zero_grad=False)
             else:
                 out = task.training_step(batch, batch_idx)
                 self.global_step += 1
                 loss_value = None
-            logs = out if isinstance(out, Mapping) else {"loss": out}
-            logs = {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in logs.items()}
-            for key, value in logs.items():
-                if key == "loss" and loss_value is not None:  # read once, before backward, for the NaN check
-                    number = loss_value
-                elif task.automatic_optimization:
-                    number = scalar(value)
-                else:  # a task that drives its optimizers: every value it logs is checked
-                    number = self._check_finite(value, batch_idx, key)
-                sums[key] = sums.get(key, 0.0) + number * n
+            if loss_value is not None and isinstance(out, torch.Tensor):  # a loss alone, read already
+                logged = out.detach()
+                sums["loss"] = sums.get("loss", 0.0) + loss_value * n
+            else:
+                logs = out if isinstance(out, Mapping) else {"loss": out}
+                logs = {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in logs.items()}
+                for key, value in logs.items():
+                    if key == "loss" and loss_value is not None:
+                        number = loss_value
+                    elif automatic:
+                        number = scalar(value)
+                    else:  # a task that drives its optimizers: every value it logs is checked
+                        number = self._check_finite(value, batch_idx, key)
+                    sums[key] = sums.get(key, 0.0) + number * n
+                logged = logs.get("loss")
             count += n
+            partial["count"] = count
             self.batch_in_epoch = batch_idx + 1
-            self._partial = {"sums": sums, "count": count}
             self.last_batch_size = n
-            self.hook.dlguide_train_batch_end(trainer=self, batch_idx=batch_idx, loss=logs.get("loss"))
-            at_step_boundary = (batch_idx + 1) % accum == 0
-            if self._stop_signal is not None and at_step_boundary and self.batch_in_epoch < n_batches:
-                self._interrupt()
+            batch_end(trainer=self, batch_idx=batch_idx, loss=logged)
+            if self._stop_signal is not None and (batch_idx + 1) % accum == 0 and self.batch_in_epoch < n_batches:
+                self._interrupt()  # at a step boundary
         return {f"train/{k}": v / max(count, 1) for k, v in sums.items()}
 
     def backward(self, loss: torch.Tensor) -> None:
@@ -381,13 +389,17 @@ class Trainer:
         loss_sum: Any = 0.0
         count = 0
         step = task.validation_step if stage == "val" else task.test_step
+        on_cpu = self.device.type == "cpu"  # a loss read at once costs no wait for a device
         for batch in loader.epoch(0):
             batch = to_device(batch, self.device, non_blocking=True)
             with self.autocast():
                 loss = step(batch, metrics)
             if loss is not None:
                 n = task.batch_size_of(batch)
-                loss_sum = loss_sum + loss.detach().float() * n
+                if on_cpu:
+                    loss_sum += float(loss) * n
+                else:  # summed on the device, read once after the pass
+                    loss_sum = loss_sum + loss.detach().float() * n
                 count += n
         model.train()
         out = flatten_metrics(stage, {k: m.compute() for k, m in metrics.items()} if metrics else {},
