@@ -182,6 +182,59 @@ def test_accumulated_batches_equal_one_large_batch(toy_runtime, tmp_path):
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("accumulate", [1, 3])
+def test_trainer_steps_equal_a_plain_loop(toy_runtime, tmp_path, accumulate):
+    """Two epochs of the Trainer (Adam, dropout on) end in the weights of a hand-written loop
+    over the same batches: gradients zeroed once per step, never carried into the next."""
+    from dlguide.config import resolve
+    from dlguide.rundir import RunDir
+    from dlguide.trainer import Trainer
+    from dlguide_example.sine import SineRegression
+
+    sets = [*FAST, "epochs=2", "optimizer=adam", "lr=0.01", f"accumulate_grad_batches={accumulate}"]
+    run_task("example.sine", overrides=sets, out=tmp_path / "run", runtime=toy_runtime, progress="none")
+    trained = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["model"]
+
+    plain = Trainer(SineRegression(resolve(SineRegression.Config, overrides=sets)), RunDir(tmp_path / "plain"),
+                    runtime=toy_runtime, progress="none")
+    plain._setup()  # the same seeded weights and batch order, nothing of the loop
+    model, loader = plain.model, plain.train_loader
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    n = loader.num_batches
+    for epoch in range(2):
+        model.train()
+        for i, (x, y) in enumerate(loader.epoch(epoch)):
+            window = min(accumulate, n - (i // accumulate) * accumulate)
+            (torch.nn.functional.mse_loss(model(x), y) / window).backward()
+            if (i + 1) % accumulate == 0 or i + 1 == n:
+                opt.step()
+                opt.zero_grad()
+    assert trained.keys() == model.state_dict().keys()
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(trained[key], value, rtol=1e-6, atol=1e-7)
+
+
+def test_detached_copy_reuses_an_earlier_copy():
+    from dlguide.checkpoint import detached_copy
+
+    model = torch.nn.Linear(3, 2)
+    state = {"model": model.state_dict(), "rng": torch.get_rng_state(), "history": [{"a": 1.0}]}
+    first = detached_copy(state)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    second = detached_copy({"model": model.state_dict(), "rng": state["rng"], "history": [{"a": 2.0}]}, into=first)
+    assert second["model"]["weight"].data_ptr() == first["model"]["weight"].data_ptr()  # the memory reused
+    torch.testing.assert_close(second["model"]["weight"], model.weight.detach(), rtol=0, atol=0)
+    assert second["history"] == [{"a": 2.0}]
+    with torch.no_grad():
+        model.weight.add_(1.0)  # training goes on: the copy keeps its values
+    assert not torch.equal(second["model"]["weight"], model.weight.detach())
+    # a tensor whose shape changed is copied afresh; an earlier copy of another structure is ignored
+    wider = detached_copy({"model": torch.nn.Linear(3, 4).state_dict()}, into=second)
+    assert wider["model"]["weight"].shape == (4, 3)
+    assert detached_copy({"model": [torch.ones(2)]}, into={"model": "x"})["model"][0].tolist() == [1.0, 1.0]
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop"])
 def test_each_optimizer_trains(toy_runtime, tmp_path, optimizer):
     lr = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05}.get(optimizer, 0.01)
