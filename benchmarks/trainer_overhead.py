@@ -1,10 +1,10 @@
 """Trainer overhead: the same small CNN on sklearn's 8x8 digits, trained by the dlguide
 Trainer (progress bar, per-epoch metric logging, checkpoints on) and by a plain PyTorch
 loop, with the same data order, initial weights and hyper-parameters, alternating in one
-process. Prints the ratio of fit wall times and the final train losses; saves
+process (epoch by epoch). Prints the ratio of fit wall times and the final train losses; saves
 benchmarks/results/trainer_overhead.json.
 
-    python benchmarks/trainer_overhead.py [--epochs 20] [--long-epochs 60] [--repeats 15]
+    python benchmarks/trainer_overhead.py [--epochs 20] [--long-epochs 60] [--repeats 15] [--pairing epoch|run]
 
 Two spans are timed on each side:
 
@@ -17,14 +17,23 @@ Two spans are timed on each side:
   reloads the best checkpoint, tests it, writes safetensors weights, metrics.json and the
   learning-curve PNG. Reported beside, with the Trainer's extra time per run in ms.
 
-Machines are shared: the two sides run in pairs, back to back, and which one goes first
-alternates, so that a burst of load elsewhere falls on both; the ratio is the median of the
-pairs' ratios (with quartiles), and the ratio of the median wall times is printed beside it.
-Process CPU times are reported beside them (less sensitive to other processes' load).
-A second, longer run (--long-epochs) shows the ratio where the fixed costs of a run weigh
-less. One run of each side at full length comes first, untimed (imports, first calls,
-allocator). Exits 1 when the target (fit ratio <= 1.05 at --epochs, losses equal to 5
-decimals) is missed.
+Machines are shared and their speed drifts by several percent within seconds, so the two
+sides run in pairs and each pair's ratio is taken; the ratio reported is the median of the
+pairs' ratios (with quartiles, and the ratio of the median times beside it):
+
+- ``--pairing epoch`` (the default): the plain loop's epochs are woven into the Trainer's
+  run, each right before the Trainer's epoch of the same number (or, every other pair,
+  right after it), through the Trainer's ``dlguide_epoch_start`` hook. The plain loop
+  keeps its own python, numpy and torch RNG states, so each side trains exactly as it
+  would alone; the time of the plain loop's steps, and of the switch of RNG states around
+  them, is taken off the Trainer's span. The two sides then meet the machine within an
+  epoch (about 60 ms) of each other.
+- ``--pairing run``: whole runs back to back, which side goes first alternating.
+
+Process CPU times are reported beside them. A second, longer run (--long-epochs) shows
+the ratio where the fixed costs of a run weigh less. One pair at full length comes first,
+untimed (imports, first calls, allocator). Exits 1 when the target (fit ratio <= 1.05 at
+--epochs, losses equal to 5 decimals) is missed.
 """
 
 from __future__ import annotations
