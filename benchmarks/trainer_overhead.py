@@ -122,8 +122,8 @@ TRAINER_SETTINGS: list[str] = []  # --set: further Trainer settings, e.g. async_
 
 
 class Span:
-    """Wall and process CPU time from ``start`` to marks on the way, less the time spent on
-    the other side of the comparison in between (``exclude``)."""
+    """Wall and process CPU time from the span's creation to marks on the way, less the time
+    spent on the other side of the comparison in between (``excluded``, added by ``PlainLoop.step``)."""
 
     def __init__(self) -> None:
         self.wall, self.cpu = time.perf_counter(), time.process_time()
