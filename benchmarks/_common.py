@@ -18,8 +18,8 @@ from typing import Any
 import torch
 
 from dlguide import hookimpl
-from dlguide.plugins import load_runtime
-from dlguide.runs import RunResult, run_task
+from dlguide._plugins import load_runtime
+from dlguide._runs import RunResult, run_task
 
 RESULTS = Path(__file__).parent / "results"
 

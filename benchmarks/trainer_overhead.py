@@ -57,15 +57,15 @@ import torchmetrics
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from dlguide.checkpoint import capture_rng, restore_rng, seed_everything
-from dlguide.config import resolve
-from dlguide.errors import UsageError
+from dlguide._checkpoint import capture_rng, restore_rng, seed_everything
+from dlguide._config import resolve
+from dlguide._errors import UsageError
 from dlguide.hookspecs import hookimpl
-from dlguide.plugins import load_runtime
-from dlguide.resources import package_file
-from dlguide.rundir import RunDir
-from dlguide.task import DataSplits, Task, TrainConfig
-from dlguide.trainer import Trainer
+from dlguide._plugins import load_runtime
+from dlguide._resources import package_file
+from dlguide._rundir import RunDir
+from dlguide._task import DataSplits, Task, TrainConfig
+from dlguide._trainer import Trainer
 
 SEED, BATCH, LR = 0, 64, 1e-3
 

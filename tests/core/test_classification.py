@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from dlguide.classification import classification_metrics, write_confusion_matrix
-from dlguide.trainer import flatten_metrics
+from dlguide._classification import classification_metrics, write_confusion_matrix
+from dlguide._trainer import flatten_metrics
 
 
 def test_metrics_per_stage_and_their_values():

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from dlguide import hookimpl
-from dlguide.cli import build_parser, main
+from dlguide._cli import build_parser, main
 
 FAST = ["--set", "samples=256", "batch_size=32", "hidden=8"]
 
@@ -32,7 +32,7 @@ def test_version_and_module_entry_point():
 def test_list_and_help_do_not_import_torch():
     code = textwrap.dedent("""
         import sys, contextlib, io
-        from dlguide.cli import main
+        from dlguide._cli import main
         with contextlib.redirect_stdout(io.StringIO()):
             main(["list"])
             main(["list", "--json"])

@@ -8,9 +8,9 @@ from typing import Optional
 
 import pytest
 
-from dlguide.config import check_fractions, check_held_out, describe, option, parse_overrides, resolve, to_dict
-from dlguide.errors import UsageError
-from dlguide.task import TrainConfig
+from dlguide._config import check_fractions, check_held_out, describe, option, parse_overrides, resolve, to_dict
+from dlguide._errors import UsageError
+from dlguide._task import TrainConfig
 
 
 @dataclasses.dataclass

@@ -11,9 +11,9 @@ import threading
 import pytest
 
 from dlguide import hookimpl, hookspecs
-from dlguide.checkpoint import load_checkpoint
-from dlguide.errors import RunError, RunInterrupted
-from dlguide.runs import resume_run, run_task
+from dlguide._checkpoint import load_checkpoint
+from dlguide._errors import RunError, RunInterrupted
+from dlguide._runs import resume_run, run_task
 
 SPECS = sorted(name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("dlguide_"))
 

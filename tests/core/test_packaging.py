@@ -42,7 +42,7 @@ def test_wheels_declare_their_entry_points_and_only_core(wheels):
         assert not any(r.startswith(f"dlguide-{other}") for r in requires for other in PLUGINS)
         assert f"[dlguide]\n{plugin} = dlguide_{plugin}.plugin" in eps
     meta, eps = wheel_metadata(wheels / "dlguide_core-0.1.0-py3-none-any.whl")
-    assert "dlguide = dlguide.cli:main" in eps and "[pytest11]" in eps
+    assert "dlguide = dlguide._cli:main" in eps and "[pytest11]" in eps
 
 
 @pytest.mark.slow

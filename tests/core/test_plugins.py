@@ -7,8 +7,8 @@ import textwrap
 
 import pytest
 
-from dlguide.errors import PluginError, UsageError
-from dlguide.plugins import load_runtime
+from dlguide._errors import PluginError, UsageError
+from dlguide._plugins import load_runtime
 
 GOOD = """
 from dlguide import hookimpl
@@ -144,7 +144,7 @@ def test_check_hooks_fixture_validates_against_specs(dlguide_check_hooks, site):
 def test_runtime_fixture_isolates_plugins(dlguide_runtime):
     import toyplugin
 
-    from dlguide.plugins import get_runtime
+    from dlguide._plugins import get_runtime
 
     rt = dlguide_runtime(toyplugin)
     assert get_runtime() is rt

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from dlguide.errors import UsageError
-from dlguide.registry import Registry
+from dlguide._errors import UsageError
+from dlguide._registry import Registry
 
 
 def test_targets_are_imported_only_when_loaded():

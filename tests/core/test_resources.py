@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dlguide.errors import UsageError
-from dlguide.resources import package_dir, package_file
+from dlguide._errors import UsageError
+from dlguide._resources import package_dir, package_file
 
 
 def test_finds_a_file_of_an_installed_package():

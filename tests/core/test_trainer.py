@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from dlguide import hookimpl
-from dlguide.checkpoint import load_checkpoint
-from dlguide.errors import CheckpointError, RunError, RunInterrupted, UsageError
-from dlguide.runs import resume_run, run_task
+from dlguide._checkpoint import load_checkpoint
+from dlguide._errors import CheckpointError, RunError, RunInterrupted, UsageError
+from dlguide._runs import resume_run, run_task
 
 FAST = ["samples=512", "batch_size=32", "hidden=16"]  # 384 training samples: 12 batches per epoch
 
@@ -99,7 +99,7 @@ def test_failed_checkpoint_write_keeps_previous_file(toy_runtime, tmp_path, monk
         fh.write(b"half a checkpoint")
         raise OSError("disk full")
 
-    monkeypatch.setattr("dlguide.checkpoint.torch.save", torn_write)
+    monkeypatch.setattr("dlguide._checkpoint.torch.save", torn_write)
     with pytest.raises(OSError, match="disk full"):
         resume_run(out, overrides=["epochs=2"], runtime=toy_runtime, progress="none")
     assert last.read_bytes() == before
@@ -144,9 +144,9 @@ def test_checkpoint_interval_writes_once_and_keeps_the_best_epoch(toy_runtime, t
 
 @pytest.mark.parametrize("resettable", [True, False])
 def test_metrics_are_made_once_per_stage_and_reset_before_each_pass(toy_runtime, tmp_path, resettable):
-    from dlguide.config import resolve
-    from dlguide.rundir import RunDir
-    from dlguide.trainer import Trainer
+    from dlguide._config import resolve
+    from dlguide._rundir import RunDir
+    from dlguide._trainer import Trainer
     from toyplugin import CountingTask
 
     cfg = resolve(CountingTask.Config, overrides=[*FAST, "epochs=3", f"resettable={resettable}"])
@@ -186,9 +186,9 @@ def test_accumulated_batches_equal_one_large_batch(toy_runtime, tmp_path):
 def test_trainer_steps_equal_a_plain_loop(toy_runtime, tmp_path, accumulate):
     """Two epochs of the Trainer (Adam, dropout on) end in the weights of a hand-written loop
     over the same batches: gradients zeroed once per step, never carried into the next."""
-    from dlguide.config import resolve
-    from dlguide.rundir import RunDir
-    from dlguide.trainer import Trainer
+    from dlguide._config import resolve
+    from dlguide._rundir import RunDir
+    from dlguide._trainer import Trainer
     from dlguide_example.sine import SineRegression
 
     sets = [*FAST, "epochs=2", "optimizer=adam", "lr=0.01", f"accumulate_grad_batches={accumulate}"]
@@ -215,7 +215,7 @@ def test_trainer_steps_equal_a_plain_loop(toy_runtime, tmp_path, accumulate):
 
 
 def test_detached_copy_reuses_an_earlier_copy():
-    from dlguide.checkpoint import detached_copy
+    from dlguide._checkpoint import detached_copy
 
     model = torch.nn.Linear(3, 2)
     state = {"model": model.state_dict(), "rng": torch.get_rng_state(), "history": [{"a": 1.0}]}
@@ -249,9 +249,9 @@ def test_each_optimizer_trains(toy_runtime, tmp_path, optimizer):
 
 
 def lr_trace(scheduler, steps_per_epoch=10, epochs=3, **extra):
-    from dlguide.config import resolve
-    from dlguide.optim import Schedule, build_optimizer
-    from dlguide.task import TrainConfig
+    from dlguide._config import resolve
+    from dlguide._optim import Schedule, build_optimizer
+    from dlguide._task import TrainConfig
 
     cfg = resolve(TrainConfig, overrides=[f"scheduler={scheduler}", f"epochs={epochs}", "lr=0.1",
                                           *(f"{k}={v}" for k, v in extra.items())])
@@ -380,10 +380,10 @@ def test_missing_device_is_a_usage_error_before_anything_is_written(toy_runtime,
 
 
 def test_gradient_clipping_bounds_the_update(toy_runtime, tmp_path):
-    from dlguide.config import resolve
-    from dlguide.optim import Schedule
-    from dlguide.rundir import RunDir
-    from dlguide.trainer import Trainer
+    from dlguide._config import resolve
+    from dlguide._optim import Schedule
+    from dlguide._rundir import RunDir
+    from dlguide._trainer import Trainer
     from dlguide_example.sine import SineConfig, SineRegression
 
     for clip, expected in [(0.0, 50.0), (0.5, 0.5)]:
@@ -399,7 +399,7 @@ def test_gradient_clipping_bounds_the_update(toy_runtime, tmp_path):
 
 
 def test_progress_bar_shows_every_epoch_that_lasts(toy_runtime, tmp_path, capsys, monkeypatch):
-    from dlguide.callbacks import ProgressReporter
+    from dlguide._callbacks import ProgressReporter
 
     monkeypatch.setattr(ProgressReporter, "DELAY_S", 0.0)  # as if every epoch lasted longer than the delay
     run_task("example.sine", overrides=[*FAST, "epochs=3"], out=tmp_path / "run", runtime=toy_runtime,
@@ -412,7 +412,7 @@ def test_progress_bar_shows_every_epoch_that_lasts(toy_runtime, tmp_path, capsys
 
 
 def test_progress_bar_stays_away_from_short_epochs(toy_runtime, tmp_path, capsys, monkeypatch):
-    from dlguide.callbacks import ProgressReporter
+    from dlguide._callbacks import ProgressReporter
 
     monkeypatch.setattr(ProgressReporter, "DELAY_S", 60.0)  # no epoch lasts that long
     run_task("example.sine", overrides=[*FAST, "epochs=2"], out=tmp_path / "run", runtime=toy_runtime,

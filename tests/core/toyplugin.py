@@ -9,7 +9,7 @@ from dlguide_example.sine import SineConfig, SineRegression
 from torch import nn
 
 from dlguide import hookimpl
-from dlguide.config import option
+from dlguide._config import option
 
 
 @dataclasses.dataclass

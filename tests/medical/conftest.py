@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import dlguide_medical.plugin
-from dlguide.plugins import load_runtime
+from dlguide._plugins import load_runtime
 
 # spacing 0.8 x 1.2 x 2.0 mm, rotated about z and shifted: a wrong axis order or a lost
 # affine shows up as a mismatch rather than passing by coincidence

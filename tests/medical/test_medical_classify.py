@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from conftest import OBLIQUE, dicom_file
 
-from dlguide.errors import UsageError
-from dlguide.runs import predict_run, run_task
+from dlguide._errors import UsageError
+from dlguide._runs import predict_run, run_task
 from dlguide_medical.msd import write_nifti
 
 TINY = ["epochs=1", "limit_train_batches=1", "batch_size=8", "image_size=32", "seed=0"]

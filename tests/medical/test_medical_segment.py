@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from conftest import OBLIQUE, dicom_file, spheres, write_dicom_series, write_msd_folder
 
-from dlguide.errors import UsageError
-from dlguide.runs import evaluate_run, predict_run, run_task
+from dlguide._errors import UsageError
+from dlguide._runs import evaluate_run, predict_run, run_task
 from dlguide_medical.msd import write_nifti
 
 TINY = ["epochs=1", "limit_train_batches=1", "batch_size=2", "samples_per_volume=2", "patch_size=[16,16,16]",

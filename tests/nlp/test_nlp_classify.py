@@ -15,9 +15,9 @@ import sys
 import pytest
 
 import dlguide_nlp.plugin
-from dlguide.errors import UsageError
-from dlguide.plugins import load_runtime
-from dlguide.runs import evaluate_run, predict_run, run_task
+from dlguide._errors import UsageError
+from dlguide._plugins import load_runtime
+from dlguide._runs import evaluate_run, predict_run, run_task
 
 GOOD = ["great", "wonderful", "moving", "brilliant", "funny", "superb"]
 BAD = ["boring", "awful", "tedious", "clumsy", "dull", "bland"]

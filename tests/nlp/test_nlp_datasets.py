@@ -10,7 +10,7 @@ import logging
 
 import pytest
 
-from dlguide.errors import UsageError
+from dlguide._errors import UsageError
 from dlguide_nlp import datasets as ds
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dlguide.errors import UsageError
+from dlguide._errors import UsageError
 from dlguide_nlp.models import RecurrentClassifier, small_transformer
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from dlguide.errors import UsageError
+from dlguide._errors import UsageError
 from dlguide_nlp import tokenization as tok
 from dlguide_nlp.classify import TextClassificationConfig
 

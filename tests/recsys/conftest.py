@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import dlguide_recsys.plugin
-from dlguide.plugins import load_runtime
+from dlguide._plugins import load_runtime
 
 GENRES = ("Comedy", "Drama")
 

@@ -7,7 +7,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from dlguide.errors import UsageError
+from dlguide._errors import UsageError
 from dlguide_recsys.datasets import load_raw
 from dlguide_recsys.interactions import build_interactions
 from dlguide_recsys.sampling import NegativeSampler, sample_unseen

@@ -11,8 +11,8 @@ import pytest
 from safetensors.torch import load_file
 
 import dlguide_recsys.plugin
-from dlguide.errors import UsageError
-from dlguide.runs import evaluate_run, predict_run, resume_run, run_task
+from dlguide._errors import UsageError
+from dlguide._runs import evaluate_run, predict_run, resume_run, run_task
 
 # 40 items: cut-offs 5 and 10; lr suits a few dozen batches
 SMALL = ["dataset=interactions", "topk=[5,10]", "monitor=val/ndcg@5", "lr=0.05", "batch_size=128", "seed=0",

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from dlguide.cli import main
-from dlguide.runs import run_task
+from dlguide._cli import main
+from dlguide._runs import run_task
 from dlguide_recsys.datasets import load_raw
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import dlguide_vision.plugin
-from dlguide.plugins import load_runtime
+from dlguide._plugins import load_runtime
 
 
 @pytest.fixture(scope="session")

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 import dlguide_vision.plugin
-from dlguide.cli import main
-from dlguide.errors import UsageError
-from dlguide.runs import evaluate_run, predict_run, run_task
+from dlguide._cli import main
+from dlguide._errors import UsageError
+from dlguide._runs import evaluate_run, predict_run, run_task
 
 LINE = re.compile(r"^(?P<path>.+): (?P<top>\S+ \(\d\.\d\d\)(, \S+ \(\d\.\d\d\)){2})$")
 
@@ -76,7 +76,7 @@ def test_predict_converts_odd_images(digits_run, runtime, tmp_path):
 
 
 def test_predict_matches_the_training_conversion(digits_run, runtime, tmp_path):
-    from dlguide.runs import load_run
+    from dlguide._runs import load_run
     from dlguide_vision.datasets import digits
 
     images, labels = digits().splits["train"]

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dlguide.errors import UsageError
+from dlguide._errors import UsageError
 from dlguide_vision import datasets as ds
 
 

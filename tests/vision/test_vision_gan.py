@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from dlguide.cli import main
-from dlguide.errors import UsageError
-from dlguide.runs import load_run, run_task
+from dlguide._cli import main
+from dlguide._errors import UsageError
+from dlguide._runs import load_run, run_task
 from dlguide_vision.gan_models import DCGAN, layout
 from dlguide_vision.gan_quality import ClassifierScorer, frechet_distance, sample_quality
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from dlguide.errors import UsageError
+from dlguide._errors import UsageError
 from dlguide_vision import models
 
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from dlguide.cli import main
+from dlguide._cli import main
 
 sys.exit(main())

@@ -2,7 +2,7 @@
 
 Discovery hooks run once when plugins load; run-lifecycle hooks run for every Trainer run.
 The built-in checkpointing, early stopping, metric logging and progress bar are themselves
-implementations of these hooks (``dlguide.callbacks``), registered for the length of a run.
+implementations of these hooks (``dlguide._callbacks``), registered for the length of a run.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     import argparse
     from pathlib import Path
 
-    from dlguide.registry import Registry
-    from dlguide.trainer import Trainer
+    from dlguide._registry import Registry
+    from dlguide._trainer import Trainer
 
 hookspec = pluggy.HookspecMarker("dlguide")
 hookimpl = pluggy.HookimplMarker("dlguide")

@@ -22,12 +22,12 @@ from typing import Any
 
 import pytest
 
-from dlguide.plugins import GROUP, Runtime, load_runtime, new_plugin_manager, use_runtime
+from dlguide._plugins import GROUP, Runtime, load_runtime, new_plugin_manager, use_runtime
 
 
 def check_hooks(plugin: object) -> list[str]:
     """Validate ``plugin``'s hook implementations against the specs; return the hook names."""
-    from dlguide.plugins import _check_unknown_hooks
+    from dlguide._plugins import _check_unknown_hooks
 
     _check_unknown_hooks(plugin, getattr(plugin, "__name__", repr(plugin)))
     pm = new_plugin_manager()
@@ -64,7 +64,7 @@ def dlguide_check_hooks() -> Callable[[object], list[str]]:
 
 @pytest.fixture
 def dlguide_smoke_run(tmp_path: Path) -> Callable[..., Any]:
-    from dlguide.runs import run_task
+    from dlguide._runs import run_task
 
     def smoke(task: str, **overrides: Any) -> Any:
         sets = ["fast_dev_run=true", *(f"{k}={v}" for k, v in overrides.items())]

@@ -13,9 +13,9 @@ import torchmetrics
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from dlguide.config import option
-from dlguide.errors import UsageError
-from dlguide.task import DataSplits, Task, TrainConfig
+from dlguide._config import option
+from dlguide._errors import UsageError
+from dlguide._task import DataSplits, Task, TrainConfig
 
 
 @dataclasses.dataclass

@@ -28,7 +28,7 @@ from monai.transforms import (
     ScaleIntensityd,
 )
 
-from dlguide.errors import UsageError
+from dlguide._errors import UsageError
 from dlguide_medical.files import DICOM_SUFFIXES, NIFTI_SUFFIXES, PICTURE_SUFFIXES, LoadChecked
 from dlguide_medical.msd import cache_root
 

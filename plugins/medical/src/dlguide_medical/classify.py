@@ -20,10 +20,10 @@ import torch
 from monai.transforms import Compose
 from torch import nn
 
-from dlguide.classification import classification_metrics, write_confusion_matrix
-from dlguide.config import check_held_out, option
-from dlguide.errors import UsageError
-from dlguide.task import SCHEDULERS, DataSplits, Task, TrainConfig
+from dlguide._classification import classification_metrics, write_confusion_matrix
+from dlguide._config import check_held_out, option
+from dlguide._errors import UsageError
+from dlguide._task import SCHEDULERS, DataSplits, Task, TrainConfig
 from dlguide_medical.caching import SeededCache, cached
 from dlguide_medical.class_data import read_class_folder, stratified_split, synthetic_folder, transforms
 from dlguide_medical.files import check_input, usage_errors_unwrapped

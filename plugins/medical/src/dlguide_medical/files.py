@@ -19,7 +19,7 @@ from monai.data import NibabelReader, PILReader, PydicomReader
 from monai.data.image_reader import ImageReader
 from monai.transforms import LoadImage, MapTransform
 
-from dlguide.errors import UsageError
+from dlguide._errors import UsageError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")

@@ -19,7 +19,7 @@ import nibabel as nib
 import numpy as np
 from monai.data import NibabelWriter, check_missing_files, load_decathlon_datalist
 
-from dlguide.errors import UsageError
+from dlguide._errors import UsageError
 
 Case = dict[str, str]  # {"name": ..., "image": path, "label": path}
 

@@ -26,9 +26,9 @@ from monai.networks.utils import one_hot
 from monai.transforms import Compose, Invertd
 from torch import nn
 
-from dlguide.config import check_fractions, option
-from dlguide.errors import UsageError
-from dlguide.task import SCHEDULERS, DataSplits, Task, TrainConfig
+from dlguide._config import check_fractions, option
+from dlguide._errors import UsageError
+from dlguide._task import SCHEDULERS, DataSplits, Task, TrainConfig
 from dlguide_medical.figures import Overlay, overlay_png
 from dlguide_medical.files import check_input, usage_errors_unwrapped
 from dlguide_medical.metrics import SegmentationScores

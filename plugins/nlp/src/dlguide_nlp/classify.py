@@ -23,11 +23,11 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from dlguide.classification import classification_metrics, write_confusion_matrix
-from dlguide.config import check_fractions, check_held_out, option
-from dlguide.errors import UsageError
-from dlguide.resources import package_file
-from dlguide.task import DataSplits, Task, TrainConfig
+from dlguide._classification import classification_metrics, write_confusion_matrix
+from dlguide._config import check_fractions, check_held_out, option
+from dlguide._errors import UsageError
+from dlguide._resources import package_file
+from dlguide._task import DataSplits, Task, TrainConfig
 from dlguide_nlp import models, tokenization
 from dlguide_nlp.datasets import DATASETS, load_texts
 

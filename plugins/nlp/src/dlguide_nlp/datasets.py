@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dlguide.errors import UsageError
-from dlguide.resources import package_file
+from dlguide._errors import UsageError
+from dlguide._resources import package_file
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from dlguide.errors import UsageError
+from dlguide._errors import UsageError
 
 PAD, UNK = "[PAD]", "[UNK]"
 #: [CLS] and [SEP] are kept in trained vocabularies so a transformer trained from scratch

@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlguide.config import check_fractions, option
-from dlguide.errors import UsageError
-from dlguide.task import DataSplits, Task, TrainConfig
+from dlguide._config import check_fractions, option
+from dlguide._errors import UsageError
+from dlguide._task import DataSplits, Task, TrainConfig
 from dlguide_recsys.datasets import LOADERS, load_raw
 from dlguide_recsys.implicit_models import ImplicitFactors, factor_width, fit_iteration
 from dlguide_recsys.interactions import Interactions, build_interactions

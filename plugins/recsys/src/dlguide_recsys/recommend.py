@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from dlguide.errors import UsageError
+from dlguide._errors import UsageError
 
 CATALOGUE = "catalogue.json"
 USER_ITEMS = "user_items.safetensors"
@@ -158,7 +158,7 @@ def format_rows(rows: Sequence[Mapping[str, Any]], compact: bool = False) -> lis
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from dlguide.runs import load_run
+    from dlguide._runs import load_run
 
     if (args.user is None) == (args.item is None):
         raise UsageError("recommend needs either --user ID or --item ID --similar")

@@ -22,10 +22,10 @@ from torch import nn
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from dlguide.classification import classification_metrics, write_confusion_matrix
-from dlguide.config import check_fractions, option
-from dlguide.errors import UsageError
-from dlguide.task import SCHEDULERS, DataSplits, Task
+from dlguide._classification import classification_metrics, write_confusion_matrix
+from dlguide._config import check_fractions, option
+from dlguide._errors import UsageError
+from dlguide._task import SCHEDULERS, DataSplits, Task
 from dlguide_vision.config import ImageDataConfig
 from dlguide_vision.datasets import ImageDataset, channel_stats, load_images, read_image
 from dlguide_vision.figures import Mistake, misclassified_grid

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from dlguide.config import check_held_out, option
-from dlguide.errors import UsageError
-from dlguide.task import TrainConfig
+from dlguide._config import check_held_out, option
+from dlguide._errors import UsageError
+from dlguide._task import TrainConfig
 from dlguide_vision.datasets import LOADERS
 
 

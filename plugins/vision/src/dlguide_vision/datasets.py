@@ -30,8 +30,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
-from dlguide.errors import UsageError
-from dlguide.resources import package_file
+from dlguide._errors import UsageError
+from dlguide._resources import package_file
 
 Split = tuple[torch.Tensor, torch.Tensor]
 

@@ -23,7 +23,7 @@ def misclassified_grid(mistakes: Sequence[Mistake], classes: Sequence[str], path
     """A square grid of misclassified images titled ``true -> predicted (probability)``."""
     from torchvision.transforms.v2 import functional as TF
 
-    from dlguide.plots import figure
+    from dlguide._plots import figure
 
     cols = max(1, math.ceil(math.sqrt(len(mistakes))))
     rows = max(1, math.ceil(len(mistakes) / cols))
@@ -71,7 +71,7 @@ def save_images(images: torch.Tensor, folder: Path) -> list[Path]:
 
 def class_histogram(shares: Sequence[float], classes: Sequence[str], path: Path, title: str) -> Path:
     """Bars of the share of generated images per class, with the uniform share marked."""
-    from dlguide.plots import figure
+    from dlguide._plots import figure
 
     fig = figure(max(5.0, 0.5 * len(classes) + 2), 3.5)
     ax = fig.subplots()

@@ -27,11 +27,11 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchvision.transforms.v2 import functional as TF
 
-from dlguide.checkpoint import capture_rng, restore_rng
-from dlguide.config import check_fractions, option
-from dlguide.errors import UsageError
-from dlguide.optim import build_optimizer
-from dlguide.task import DataSplits, Task
+from dlguide._checkpoint import capture_rng, restore_rng
+from dlguide._config import check_fractions, option
+from dlguide._errors import UsageError
+from dlguide._optim import build_optimizer
+from dlguide._task import DataSplits, Task
 from dlguide_vision.config import ImageDataConfig
 from dlguide_vision.datasets import ImageDataset, load_images
 from dlguide_vision.gan_models import DCGAN, layout
@@ -122,7 +122,7 @@ class ImageGenerationTask(Task):
 
     def _scorer(self) -> ClassifierScorer:
         """The judging classifier: the one named in the config, or one trained now into the run directory."""
-        from dlguide.runs import load_run, run_task
+        from dlguide._runs import load_run, run_task
 
         cfg, trainer = self.config, self.trainer
         assert trainer is not None
@@ -275,7 +275,7 @@ def generate(model: DCGAN, noise: torch.Tensor, batch: int = 500) -> torch.Tenso
 
 def generate_images(run: str | Path, n: int, out: str | Path, seed: int = 0, *, runtime: Any = None) -> list[Path]:
     """Write ``n`` generated images as PNG files and ``grid.png`` into ``out``; returns the paths."""
-    from dlguide.runs import load_run
+    from dlguide._runs import load_run
     from dlguide_vision.figures import save_grid, save_images
 
     if n < 1:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from dlguide.errors import UsageError
+from dlguide._errors import UsageError
 
 CONFIDENT = 0.9
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dlguide.errors import UsageError
+from dlguide._errors import UsageError
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 

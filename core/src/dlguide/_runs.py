@@ -10,10 +10,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dlguide import config as cfgmod
-from dlguide.errors import UsageError
-from dlguide.plugins import Runtime, get_runtime
-from dlguide.rundir import RunDir
+from dlguide import _config as cfgmod
+from dlguide._errors import UsageError
+from dlguide._plugins import Runtime, get_runtime
+from dlguide._rundir import RunDir
 
 
 @dataclasses.dataclass
@@ -27,7 +27,7 @@ class RunResult:
 
 def task_class(name: str, runtime: Runtime | None = None) -> type:
     """The Task class registered under ``name`` (imports its module)."""
-    from dlguide.task import Task
+    from dlguide._task import Task
 
     rt = runtime or get_runtime()
     cls = rt.registry.load("task", name)
@@ -48,9 +48,9 @@ def run_task(name: str, *, config_file: str | Path | None = None, overrides: Ite
              out: str | Path | None = None, base: Mapping[str, Any] | None = None,
              runtime: Runtime | None = None, progress: str = "auto") -> RunResult:
     """Train ``name`` into a new run directory and return its final metrics."""
-    from dlguide.trainer import Trainer
+    from dlguide._trainer import Trainer
 
-    from dlguide.data import resolve_device
+    from dlguide._data import resolve_device
 
     rt = runtime or get_runtime()
     task = build_task(name, base=base, config_file=config_file, overrides=overrides, runtime=rt)
@@ -63,8 +63,8 @@ def run_task(name: str, *, config_file: str | Path | None = None, overrides: Ite
 def resume_run(path: str | Path, *, overrides: Iterable[str] = (), runtime: Runtime | None = None,
                progress: str = "auto") -> RunResult:
     """Continue an interrupted run from its last checkpoint, or extend a finished one (``epochs=N``)."""
-    from dlguide.checkpoint import load_checkpoint
-    from dlguide.trainer import Trainer
+    from dlguide._checkpoint import load_checkpoint
+    from dlguide._trainer import Trainer
 
     rt = runtime or get_runtime()
     run_dir = RunDir.existing(path)
@@ -83,8 +83,8 @@ def resume_run(path: str | Path, *, overrides: Iterable[str] = (), runtime: Runt
 
 def load_run(path: str | Path, *, runtime: Runtime | None = None) -> Any:
     """Rebuild a finished run's task with its model and weights, ready for ``predict`` or plugin commands."""
-    from dlguide.data import resolve_device
-    from dlguide.trainer import load_weights
+    from dlguide._data import resolve_device
+    from dlguide._trainer import load_weights
 
     rt = runtime or get_runtime()
     run_dir = RunDir.existing(path)
@@ -105,7 +105,7 @@ def load_run(path: str | Path, *, runtime: Runtime | None = None) -> Any:
 
 def evaluate_run(path: str | Path, *, split: str = "test", runtime: Runtime | None = None) -> dict[str, float]:
     """Recompute a finished run's metrics on ``split`` from its saved weights; writes ``eval.json``."""
-    from dlguide.trainer import Trainer
+    from dlguide._trainer import Trainer
 
     rt = runtime or get_runtime()
     run_dir = RunDir.existing(path)

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from dlguide.errors import UsageError, did_you_mean
+from dlguide._errors import UsageError, did_you_mean
 
 Kind = Literal["task", "model", "dataset"]
 KINDS: tuple[Kind, ...] = ("task", "model", "dataset")

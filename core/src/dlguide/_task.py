@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional
 
-from dlguide.config import option
-from dlguide.errors import UsageError
+from dlguide._config import option
+from dlguide._errors import UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from torch.utils.data import Dataset
     from torchmetrics import Metric
 
-    from dlguide.trainer import Trainer
+    from dlguide._trainer import Trainer
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop")
 SCHEDULERS = ("none", "step", "cosine", "onecycle", "plateau")
@@ -118,7 +118,7 @@ class Task:
         self.meta: dict[str, Any] = {}
         self.model: nn.Module | None = None
         self.trainer: Trainer | None = None
-        #: the run directory a finished run was loaded from (set by ``dlguide.runs.load_run``)
+        #: the run directory a finished run was loaded from (set by ``dlguide._runs.load_run``)
         self.run_dir: Path | None = None
 
     # -- data and model -------------------------------------------------------------

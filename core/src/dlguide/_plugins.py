@@ -18,8 +18,8 @@ from importlib.metadata import EntryPoint, entry_points
 import pluggy
 
 from dlguide import hookspecs
-from dlguide.errors import PluginError
-from dlguide.registry import Registry
+from dlguide._errors import PluginError
+from dlguide._registry import Registry
 
 GROUP = "dlguide"
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from dlguide.errors import UsageError
-from dlguide.task import OPTIMIZERS, TrainConfig
+from dlguide._errors import UsageError
+from dlguide._task import OPTIMIZERS, TrainConfig
 
 
 def build_optimizer(cfg: TrainConfig, params: Iterable[Any]) -> torch.optim.Optimizer:

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from dlguide import __version__
-from dlguide.errors import DlguideError, UsageError
-from dlguide.plugins import Runtime, get_runtime
+from dlguide._errors import DlguideError, UsageError
+from dlguide._plugins import Runtime, get_runtime
 
 
 class Parser(argparse.ArgumentParser):
@@ -67,8 +67,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     rt: Runtime = args.runtime
-    from dlguide.config import describe
-    from dlguide.runs import task_class
+    from dlguide._config import describe
+    from dlguide._runs import task_class
 
     entry = rt.registry.get("task", args.task)
     cls = task_class(args.task, rt)
@@ -89,7 +89,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     rt: Runtime = args.runtime
-    from dlguide.runs import run_task
+    from dlguide._runs import run_task
 
     run_task(args.task, config_file=args.config, overrides=args.set, out=args.out, runtime=rt,
              progress=_progress(args))
@@ -98,7 +98,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     rt: Runtime = args.runtime
-    from dlguide.runs import resume_run
+    from dlguide._runs import resume_run
 
     resume_run(args.run_dir, overrides=args.set, runtime=rt, progress=_progress(args))
     return 0
@@ -106,8 +106,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     rt: Runtime = args.runtime
-    from dlguide.callbacks import format_table
-    from dlguide.runs import evaluate_run
+    from dlguide._callbacks import format_table
+    from dlguide._runs import evaluate_run
 
     metrics = evaluate_run(args.run_dir, split=args.split, runtime=rt)
     print(json.dumps(metrics, indent=2) if args.json else format_table(metrics))
@@ -116,7 +116,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     rt: Runtime = args.runtime
-    from dlguide.runs import predict_run, read_input_file
+    from dlguide._runs import predict_run, read_input_file
 
     inputs = list(args.inputs) + (read_input_file(args.file) if args.file else [])
     for line in predict_run(args.run_dir, inputs, out=args.out, runtime=rt):
@@ -126,7 +126,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     rt: Runtime = args.runtime
-    from dlguide.demo import format_results, run_demos
+    from dlguide._demo import format_results, run_demos
 
     results = run_demos(args.plugins, out=args.out, runtime=rt, progress=_progress(args))
     print("\n" + format_results(results))

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from dlguide.errors import UsageError
+from dlguide._errors import UsageError
 
 
 class EpochSampler(Sampler[int]):

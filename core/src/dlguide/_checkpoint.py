@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from dlguide import __version__
-from dlguide.errors import CheckpointError
+from dlguide._errors import CheckpointError
 
 FORMAT = 1
 

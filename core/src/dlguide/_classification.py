@@ -32,7 +32,7 @@ def classification_metrics(classes: int, stage: str, *, per_class: bool = True, 
 def write_confusion_matrix(metrics: Mapping[str, Any], classes: Sequence[str], run_dir: Path,
                            title: str) -> list[Path]:
     """``run_dir/confusion_matrix.png`` from a test pass's metrics (none without a confusion matrix)."""
-    from dlguide.plots import confusion_matrix
+    from dlguide._plots import confusion_matrix
 
     if "confusion_matrix" not in metrics:
         return []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from dlguide.errors import UsageError
+from dlguide._errors import UsageError
 
 
 def package_dir(module: str, distribution: str, *, install: str | None = None, purpose: str = "this data set") -> Path:

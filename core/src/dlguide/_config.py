@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 
 import yaml
 
-from dlguide.errors import UsageError, did_you_mean
+from dlguide._errors import UsageError, did_you_mean
 
 C = TypeVar("C")
 

@@ -21,8 +21,8 @@ from typing import Any, TextIO
 
 import yaml
 
-from dlguide.config import dump_yaml
-from dlguide.errors import UsageError
+from dlguide._config import dump_yaml
+from dlguide._errors import UsageError
 
 
 def _json_safe(value: Any) -> Any:

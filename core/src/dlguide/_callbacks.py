@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 from dlguide.hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    from dlguide.rundir import EpochLog
-    from dlguide.trainer import Trainer
+    from dlguide._rundir import EpochLog
+    from dlguide._trainer import Trainer
 
 
 def is_better(value: float, best: float | None, mode: str) -> bool:
@@ -31,7 +31,7 @@ def is_better(value: float, best: float | None, mode: str) -> bool:
 def monitored(trainer: Trainer, metrics: dict[str, float]) -> float:
     key = trainer.config.monitor
     if key not in metrics:
-        from dlguide.errors import UsageError
+        from dlguide._errors import UsageError
 
         known = ", ".join(sorted(k for k in metrics if "/" in k))
         raise UsageError(f"monitor {key!r} is not among this task's metrics: {known}")
@@ -98,7 +98,7 @@ class MetricsLogger:
             self.writer.close()
             self.writer = None
         if trainer.history:
-            from dlguide.plots import learning_curves
+            from dlguide._plots import learning_curves
 
             learning_curves(trainer.history, trainer.run_dir.path / "learning_curves.png", trainer.task.name)
 
@@ -179,7 +179,7 @@ class Checkpointer:
         final = trainer.should_stop or trainer.epoch >= trainer.max_epochs
         if not final and time.monotonic() - self.written_at < self.interval:
             if improved:
-                from dlguide.checkpoint import detached_copy
+                from dlguide._checkpoint import detached_copy
 
                 self.pending_best = detached_copy(trainer.checkpoint_state(), into=self.pending_best or self.spare)
                 self.spare = None

@@ -3,7 +3,7 @@
 It owns the loop, the device, precision, gradient accumulation and clipping, seeding,
 checkpoints and exact resume; nothing domain-specific. Everything a person sees
 (progress, logs, checkpoints, early stopping) is a hook implementation from
-``dlguide.callbacks`` registered for the length of the run, so plugins can observe or
+``dlguide._callbacks`` registered for the length of the run, so plugins can observe or
 extend any run through the same hooks.
 """
 
@@ -19,16 +19,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlguide import callbacks as builtin
-from dlguide.checkpoint import (BackgroundWriter, atomic_link, atomic_save, atomic_write, capture_rng, load_checkpoint,
+from dlguide import _callbacks as builtin
+from dlguide._checkpoint import (BackgroundWriter, atomic_link, atomic_save, atomic_write, capture_rng, load_checkpoint,
                                 restore_rng, seed_everything, serialize, stamp)
-from dlguide.config import to_dict
-from dlguide.data import SeededLoader, resolve_device, to_device
-from dlguide.errors import CheckpointError, RunError, RunInterrupted, UsageError
-from dlguide.optim import Schedule, build_optimizer
-from dlguide.plugins import Runtime, get_runtime
-from dlguide.rundir import RunDir
-from dlguide.task import Task
+from dlguide._config import to_dict
+from dlguide._data import SeededLoader, resolve_device, to_device
+from dlguide._errors import CheckpointError, RunError, RunInterrupted, UsageError
+from dlguide._optim import Schedule, build_optimizer
+from dlguide._plugins import Runtime, get_runtime
+from dlguide._rundir import RunDir
+from dlguide._task import Task
 
 
 def flatten_metrics(prefix: str, values: Mapping[str, Any], names: list[str] | None) -> dict[str, float]:

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from dlguide.errors import DlguideError, UsageError, did_you_mean
-from dlguide.plugins import Runtime, get_runtime
-from dlguide.registry import Entry
+from dlguide._errors import DlguideError, UsageError, did_you_mean
+from dlguide._plugins import Runtime, get_runtime
+from dlguide._registry import Entry
 
 
 @dataclasses.dataclass
@@ -44,7 +44,7 @@ def _headline(metrics: dict[str, float]) -> str:
 def run_demos(plugins: Sequence[str] = (), *, out: str | Path = "runs/demo", runtime: Runtime | None = None,
               progress: str = "auto") -> list[DemoResult]:
     """Run every demo, continuing past failures; each run goes to ``out/<task>/<time>``."""
-    from dlguide.runs import run_task
+    from dlguide._runs import run_task
 
     rt = runtime or get_runtime()
     entries = demo_entries(plugins, rt)
