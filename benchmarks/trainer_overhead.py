@@ -98,6 +98,8 @@ class SmallCNN(nn.Sequential):
 
 
 class DigitsTask(Task):
+    metric_modes = {"accuracy": "max"}
+
     def build_data(self) -> DataSplits:
         return splits()
 
@@ -253,19 +255,13 @@ def fit_trainer(epochs: int, workdir: Path, plain: PlainLoop | None = None, lag:
     runtime = load_runtime(use_entry_points=False)
     out = Path(tempfile.mkdtemp(dir=workdir))
     span = Span()
-    plugins: list[object] = [FitClock(span)]
+    plugins: dict[str, object] = {"bench.clock": FitClock(span)}
     if plain is not None:
-        plugins.append(Weave(plain, lag, span))
-    for plugin in plugins:
-        runtime.pm.register(plugin)
-    try:
-        trainer = Trainer(DigitsTask(cfg, name="bench.digits"), RunDir.new("bench.digits", out / "run"),
-                          runtime=runtime, progress="bar")
-        trainer.fit()
-        span.mark("run")
-    finally:
-        for plugin in plugins:
-            runtime.pm.unregister(plugin)
+        plugins["bench.weave"] = Weave(plain, lag, span)
+    trainer = Trainer(DigitsTask(cfg, name="bench.digits"), RunDir.new("bench.digits", out / "run"),
+                      runtime=runtime, progress="bar", plugins=plugins)
+    trainer.fit()
+    span.mark("run")
     return span, trainer.history[-1]["train/loss"]
 
 

@@ -97,11 +97,22 @@ def test_parse_overrides_nests_dotted_keys():
         parse_overrides(["a=1", "a.b=2"])
 
 
-def test_monitor_mode_follows_the_metric_name():
-    assert resolve(TrainConfig, overrides=["monitor=val/loss"]).resolved_monitor_mode == "min"
-    assert resolve(TrainConfig, overrides=["monitor=val/accuracy"]).resolved_monitor_mode == "max"
-    assert resolve(TrainConfig, overrides=["monitor=val/hd95"]).resolved_monitor_mode == "min"
-    assert resolve(TrainConfig, overrides=["monitor=val/loss", "monitor_mode=max"]).resolved_monitor_mode == "max"
+def test_monitor_mode_comes_from_the_task_not_from_metric_names():
+    from dlguide import Task
+
+    class Scored(Task):
+        metric_modes = {"accuracy": "max", "hd95": "min"}
+
+    def mode(*sets: str) -> str:
+        return Scored(resolve(TrainConfig, overrides=list(sets)), "toy.scored").monitor_mode()
+
+    assert mode("monitor=val/loss") == "min"  # a loss is minimised by every task
+    assert mode("monitor=train/d_loss") == "min"
+    assert mode("monitor=val/accuracy") == "max"
+    assert mode("monitor=val/hd95") == "min"  # declared by the task: the core knows no domain's metrics
+    assert mode("monitor=val/loss", "monitor_mode=max") == "max"
+    with pytest.raises(UsageError, match="does not say whether 'distance' is better high or low; set monitor_mode"):
+        mode("monitor=val/distance")
 
 
 @dataclasses.dataclass

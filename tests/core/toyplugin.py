@@ -28,24 +28,34 @@ class NaNTask(SineRegression):
         return loss * float("nan") if self.seen == self.config.nan_at_step else loss
 
 
+class BodyHead(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(1, 16), nn.Tanh())
+        self.head = nn.Linear(16, 1)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
 class TwoOptimizerTask(SineRegression):
     """Two halves of a model, each with its own optimizer, stepped by the task itself (as a GAN does)."""
 
     automatic_optimization = False
 
     def build_model(self):
-        return nn.ModuleDict({"body": nn.Sequential(nn.Linear(1, 16), nn.Tanh()), "head": nn.Linear(16, 1)})
+        return BodyHead()
 
     def configure_optimizers(self):
-        return [torch.optim.Adam(self.model["body"].parameters(), lr=0.01),
-                torch.optim.SGD(self.model["head"].parameters(), lr=0.05, momentum=0.9)]
+        return [torch.optim.Adam(self.module.body.parameters(), lr=0.01),
+                torch.optim.SGD(self.module.head.parameters(), lr=0.05, momentum=0.9)]
 
     def _forward(self, x):
-        return self.model["head"](self.model["body"](x))
+        return self.model(x)  # through the (possibly wrapped) model
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        trainer = self.trainer
+        trainer = self.run  # the run's context: optimizers, backward and optimizer_step through the Strategy
         body_opt, head_opt = trainer.optimizers
         body_opt.zero_grad()
         loss_body = nn.functional.mse_loss(self._forward(x), y)
@@ -60,7 +70,7 @@ class TwoOptimizerTask(SineRegression):
     def final_metrics(self, metrics):
         # measured on the final model, in eval mode and without gradients
         assert not self.model.training and not torch.is_grad_enabled()
-        return {"toy/head_weight_norm": float(self.model["head"].weight.norm()), "toy/protocol": "two optimizers"}
+        return {"toy/head_weight_norm": float(self.module.head.weight.norm()), "toy/protocol": "two optimizers"}
 
     def validation_step(self, batch, metrics):
         x, y = batch

@@ -327,13 +327,18 @@ def format_table(metrics: dict[str, float], where: Path | None = None) -> str:
 
 
 def run_plugins(trainer: Trainer) -> dict[str, object]:
-    """The built-in plugins of one run, by registration name."""
+    """The built-in plugins of one run, by registration name. Logging and the progress display
+    run in the process that writes; early stopping and checkpoints in every process, since each
+    must take the same decisions (a checkpoint's state may need every process to gather it)."""
     cfg = trainer.config
-    mode = cfg.resolved_monitor_mode
-    plugins: dict[str, object] = {"dlguide.metrics": MetricsLogger(),
-                                  "dlguide.checkpoint": Checkpointer(mode, cfg.checkpoint_interval)}
+    mode = trainer.monitor_mode
+    writer = trainer.strategy.is_writer
+    plugins: dict[str, object] = {}
+    if writer:
+        plugins["dlguide.metrics"] = MetricsLogger()
+    plugins["dlguide.checkpoint"] = Checkpointer(mode, cfg.checkpoint_interval)
     if cfg.early_stopping_patience > 0:
         plugins["dlguide.early_stopping"] = EarlyStopping(cfg.early_stopping_patience, mode)
-    if trainer.progress != "none":
+    if writer and trainer.progress != "none":
         plugins["dlguide.progress"] = ProgressReporter(trainer.progress)
     return plugins

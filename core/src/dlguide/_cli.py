@@ -79,8 +79,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     dw = max(len(repr(f.default)) for f in fields)
     print(f"{'key'.ljust(kw)}  {'type'.ljust(tw)}  {'default'.ljust(dw)}  help")
     for f in fields:
-        listed = f.choices and all(str(c) in f.help for c in f.choices)
-        extra = f" (one of {', '.join(map(str, f.choices))})" if f.choices and not listed else ""
+        choices = f.choices
+        if f.registry is not None:  # what the installed plugins registered for this task
+            choices = tuple(rt.registry.choices(f.registry, args.task))
+        listed = choices and all(str(c) in f.help for c in choices) and f.registry is None
+        extra = f" (one of {', '.join(map(str, choices))})" if choices and not listed else ""
         print(f"{f.key.ljust(kw)}  {f.type.ljust(tw)}  {repr(f.default).ljust(dw)}  {f.help}{extra}")
     if entry.demo:
         print(f"\ndemo settings: {', '.join(f'{k}={v}' for k, v in entry.demo.items())}")
@@ -119,8 +122,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from dlguide._runs import predict_run, read_input_file
 
     inputs = list(args.inputs) + (read_input_file(args.file) if args.file else [])
-    for line in predict_run(args.run_dir, inputs, out=args.out, runtime=rt):
-        print(line)
+    task, rows = predict_run(args.run_dir, inputs, out=args.out, runtime=rt)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        print(task.format_prediction(row))
     return 0
 
 
@@ -179,7 +186,9 @@ def build_parser(rt: Runtime) -> Parser:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("inputs", metavar="INPUT", nargs="*", help="image paths, texts or values, as the task reads them")
     p.add_argument("--file", metavar="FILE", help="also read inputs from this UTF-8 file, one per line")
-    p.add_argument("--out", metavar="DIR", help="folder for tasks whose predictions are files")
+    p.add_argument("--out", metavar="DIR", help="folder for tasks whose predictions are files "
+                   "(default RUN_DIR/predictions)")
+    p.add_argument("--json", action="store_true", help="print the predictions as JSON")
     p.set_defaults(handler=cmd_predict)
 
     p = sub.add_parser("demo", help="a short tour of each installed plugin's demo on embedded data")

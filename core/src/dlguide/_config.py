@@ -20,9 +20,15 @@ from dlguide._errors import UsageError, did_you_mean
 C = TypeVar("C")
 
 
-def option(default: Any, help: str, *, choices: Iterable[Any] | None = None) -> Any:
-    """A config field with a default, one line of help, and optionally allowed values."""
-    metadata = {"help": help, "choices": tuple(choices) if choices is not None else None}
+def option(default: Any, help: str, *, choices: Iterable[Any] | None = None, registry: str | None = None) -> Any:
+    """A config field with a default, one line of help, and optionally allowed values.
+
+    ``registry="model"`` (or ``"dataset"``) takes the allowed values from the registry: the
+    models (datasets) registered for the task, so an installed package can add choices.
+    """
+    if registry not in (None, "model", "dataset"):
+        raise ValueError(f"option(registry={registry!r}): expected 'model' or 'dataset'")
+    metadata = {"help": help, "choices": tuple(choices) if choices is not None else None, "registry": registry}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=metadata)
     if dataclasses.is_dataclass(default):
@@ -55,6 +61,7 @@ class FieldInfo:
     default: Any
     help: str
     choices: tuple[Any, ...] | None
+    registry: str | None = None
 
 
 def _type_name(tp: Any) -> str:
@@ -82,7 +89,7 @@ def describe(cls: type) -> list[FieldInfo]:
             continue
         out.append(
             FieldInfo(f.name, _type_name(tp), getattr(defaults, f.name), f.metadata.get("help", ""),
-                      f.metadata.get("choices"))
+                      f.metadata.get("choices"), f.metadata.get("registry"))
         )
     return out
 
@@ -195,6 +202,21 @@ def _apply(obj: Any, data: Mapping[str, Any], prefix: str, from_text: bool) -> A
         _check_choices(full, fields[key], coerced)
         changes[key] = coerced
     return dataclasses.replace(obj, **changes)
+
+
+def check_registered(cfg: Any, choices: Any) -> None:
+    """Each key declared with ``option(registry=KIND)`` names one of ``choices(KIND)``, or a
+    UsageError lists what is registered (with the closest names)."""
+    for info in describe(type(cfg)):
+        if info.registry is None:
+            continue
+        value: Any = cfg
+        for part in info.key.split("."):
+            value = getattr(value, part)
+        allowed = choices(info.registry)
+        if value not in allowed:
+            raise UsageError(f"invalid value for {info.key!r}: {value!r}; registered {info.registry}s: "
+                             f"{', '.join(allowed) or 'none'}" + did_you_mean(str(value), allowed))
 
 
 def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:

@@ -3,7 +3,7 @@ device selection and moving batches to it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -35,13 +35,13 @@ class SeededLoader:
     """A DataLoader whose order in epoch ``e`` depends only on ``(seed, e)``."""
 
     def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int,
-                 pin_memory: bool, limit: int = 0) -> None:
+                 pin_memory: bool, limit: int = 0, collate_fn: Callable[[list[Any]], Any] | None = None) -> None:
         self.seed = seed
         self.generator = torch.Generator()
         self.sampler = EpochSampler(len(dataset), shuffle, self.generator)  # type: ignore[arg-type]
         self.loader = DataLoader(
             dataset, batch_size=batch_size, sampler=self.sampler, generator=self.generator,
-            num_workers=num_workers, pin_memory=pin_memory, persistent_workers=False,
+            num_workers=num_workers, pin_memory=pin_memory, persistent_workers=False, collate_fn=collate_fn,
         )
         self.batch_size = batch_size
         full = len(self.loader)
@@ -70,6 +70,15 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise UsageError("device 'mps' was asked for but is not available; use --set device=cpu")
     return torch.device(name)
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of a model's first parameter (or buffer); the CPU for a model with neither."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
 
 
 def to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:

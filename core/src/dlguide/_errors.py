@@ -38,6 +38,13 @@ class RunInterrupted(RunError):
         self.exit_code = 128 + signum
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message as one line of at most ``limit`` characters (its type name when empty)."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return "; did you mean 'x'?" for the closest of ``choices``, or "" when none is close.
 

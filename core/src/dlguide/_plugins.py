@@ -56,6 +56,17 @@ class Runtime:
     def hook(self) -> pluggy.HookRelay:
         return self.pm.hook
 
+    def run_manager(self, run_plugins: Mapping[str, object] = {}) -> pluggy.PluginManager:  # noqa: B006
+        """A plugin manager of one run: the installed plugins plus that run's own (its built-in
+        callbacks), so a run started inside another one neither sees nor adds to its hooks."""
+        pm = new_plugin_manager()
+        for name, plugin in self.pm.list_name_plugin():
+            if plugin is not None:
+                pm.register(plugin, name=name)
+        for name, plugin in run_plugins.items():
+            pm.register(plugin, name=name)
+        return pm
+
 
 def new_plugin_manager() -> pluggy.PluginManager:
     """A plugin manager with the dlguide hook specs and no plugins."""

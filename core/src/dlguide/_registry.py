@@ -31,6 +31,13 @@ class Entry:
     summary: str
     owner: str
     demo: Mapping[str, Any] | None = field(default=None, compare=False)
+    #: the tasks this model or dataset is built for (``--set model=<short name>`` of those tasks)
+    tasks: tuple[str, ...] = ()
+
+    @property
+    def short_name(self) -> str:
+        """The name without its domain (``cnn`` for ``vision.cnn``): what a task's config names."""
+        return self.name.split(".", 1)[1] if "." in self.name else self.name
 
     def load(self) -> Any:
         """Import and return the target object."""
@@ -56,15 +63,24 @@ class Registry:
             raise UsageError(f"task name {name!r} must look like '<domain>.<task>', e.g. 'vision.classify'")
         self._add("task", name, target, summary, demo)
 
-    def add_model(self, name: str, target: str, summary: str) -> None:
-        """Register a model builder (a callable returning an ``nn.Module``)."""
-        self._add("model", name, target, summary, None)
+    def add_model(self, name: str, target: str, summary: str, *, tasks: str | tuple[str, ...] = ()) -> None:
+        """Register a model builder ``<domain>.<name>``, called as ``builder(config, meta) -> nn.Module``.
 
-    def add_dataset(self, name: str, target: str, summary: str) -> None:
-        """Register a dataset builder."""
-        self._add("dataset", name, target, summary, None)
+        ``tasks`` names the tasks that may build it (``--set model=<name>``): a package that
+        registers ``vision.mynet`` for ``vision.classify`` adds a choice to that task.
+        """
+        self._add("model", name, target, summary, None, tasks)
 
-    def _add(self, kind: Kind, name: str, target: str, summary: str, demo: Mapping[str, Any] | None) -> None:
+    def add_dataset(self, name: str, target: str, summary: str, *, tasks: str | tuple[str, ...] = ()) -> None:
+        """Register a dataset loader ``<domain>.<name>`` for ``tasks`` (``--set dataset=<name>``)."""
+        self._add("dataset", name, target, summary, None, tasks)
+
+    def choices(self, kind: Kind, task: str) -> list[str]:
+        """Short names of the models or datasets registered for ``task``, sorted."""
+        return sorted(e.short_name for e in self._entries[kind].values() if task in e.tasks)
+
+    def _add(self, kind: Kind, name: str, target: str, summary: str, demo: Mapping[str, Any] | None,
+             tasks: str | tuple[str, ...] = ()) -> None:
         if not _TARGET.match(target):
             raise UsageError(f"{kind} {name!r}: target {target!r} must look like 'package.module:Attr'")
         if not summary.strip() or "\n" in summary.strip():
@@ -75,7 +91,10 @@ class Registry:
                 f"duplicate {kind} {name!r}: registered by {existing.owner!r} ({existing.target}) "
                 f"and by {self.owner!r} ({target})"
             )
-        self._entries[kind][name] = Entry(kind, name, target, summary.strip(), self.owner, demo)
+        for_tasks = (tasks,) if isinstance(tasks, str) else tuple(tasks)
+        if for_tasks and "." not in name:
+            raise UsageError(f"{kind} {name!r} is built for tasks {', '.join(for_tasks)}: name it '<domain>.<name>'")
+        self._entries[kind][name] = Entry(kind, name, target, summary.strip(), self.owner, demo, for_tasks)
 
     def get(self, kind: Kind, name: str) -> Entry:
         """Return the entry, or raise ``UsageError`` naming the closest registered names."""

@@ -8,12 +8,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlguide import _config as cfgmod
 from dlguide._errors import UsageError
+from dlguide._inference import RawInput
 from dlguide._plugins import Runtime, get_runtime
 from dlguide._rundir import RunDir
+
+if TYPE_CHECKING:
+    from dlguide._strategy import Strategy
 
 
 @dataclasses.dataclass
@@ -38,31 +42,65 @@ def task_class(name: str, runtime: Runtime | None = None) -> type:
 
 def build_task(name: str, *, base: Mapping[str, Any] | None = None, config_file: str | Path | None = None,
                overrides: Iterable[str] = (), runtime: Runtime | None = None) -> Any:
-    """Instantiate a task with its config resolved from defaults, ``base``, a file and overrides."""
-    cls = task_class(name, runtime)
+    """Instantiate a task with its config resolved from defaults, ``base``, a file and overrides.
+
+    Keys whose choices come from the registry (``option(registry="model")``) are checked
+    against it, and the monitored metric must have a known direction, before anything runs.
+    """
+    rt = runtime or get_runtime()
+    cls = task_class(name, rt)
     config = cfgmod.resolve(cls.Config, base=base, file=config_file, overrides=overrides)
-    return cls(config, name=name)
+    cfgmod.check_registered(config, lambda kind: rt.registry.choices(kind, name))
+    task = cls(config, name=name)
+    task._runtime = rt
+    task.monitor_mode()
+    return task
 
 
 def run_task(name: str, *, config_file: str | Path | None = None, overrides: Iterable[str] = (),
              out: str | Path | None = None, base: Mapping[str, Any] | None = None,
-             runtime: Runtime | None = None, progress: str = "auto") -> RunResult:
-    """Train ``name`` into a new run directory and return its final metrics."""
-    from dlguide._trainer import Trainer
+             runtime: Runtime | None = None, progress: str = "auto", strategy: Strategy | None = None,
+             plugins: Mapping[str, object] | None = None) -> RunResult:
+    """Train ``name`` into a new run directory and return its final metrics.
 
+    ``plugins`` are hook implementations for this run only (name -> object); ``strategy``
+    replaces the single-device default.
+    """
     from dlguide._data import resolve_device
+    from dlguide._trainer import Trainer
 
     rt = runtime or get_runtime()
     task = build_task(name, base=base, config_file=config_file, overrides=overrides, runtime=rt)
     resolve_device(task.config.device)  # a missing device is a usage error before anything is written
     run_dir = RunDir.new(name, out)
-    metrics = Trainer(task, run_dir, runtime=rt, progress=progress).fit()
+    metrics = Trainer(task, run_dir, runtime=rt, progress=progress, strategy=strategy, plugins=plugins).fit()
     return RunResult(name, run_dir.path, metrics)
 
 
+def changed_keys(before: Any, after: Any) -> list[str]:
+    """Dotted keys whose values differ between two configs of the same class."""
+    def flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            if isinstance(value, Mapping):
+                out.update(flat(value, f"{prefix}{key}."))
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    old, new = flat(cfgmod.to_dict(before)), flat(cfgmod.to_dict(after))
+    return sorted(k for k in new if old.get(k) != new[k])
+
+
 def resume_run(path: str | Path, *, overrides: Iterable[str] = (), runtime: Runtime | None = None,
-               progress: str = "auto") -> RunResult:
-    """Continue an interrupted run from its last checkpoint, or extend a finished one (``epochs=N``)."""
+               progress: str = "auto", strategy: Strategy | None = None,
+               plugins: Mapping[str, object] | None = None) -> RunResult:
+    """Continue an interrupted run from its last checkpoint, or extend a finished one (``epochs=N``).
+
+    Only the config's ``resume_keys`` may change (``epochs``, ``lr``, ``early_stopping_patience``,
+    ``checkpoint_interval``, ``num_workers``, ``device``, ...): the learning-rate schedule is
+    rebuilt from the new config at the saved step. Any other changed key is a UsageError.
+    """
     from dlguide._checkpoint import load_checkpoint
     from dlguide._trainer import Trainer
 
@@ -71,18 +109,34 @@ def resume_run(path: str | Path, *, overrides: Iterable[str] = (), runtime: Runt
     name, saved = run_dir.read_config()
     if not run_dir.last_ckpt.is_file():
         raise UsageError(f"{run_dir.path} has no checkpoint to resume from (checkpoints/last.ckpt)")
+    overrides = list(overrides)
     task = build_task(name, base=saved, overrides=overrides, runtime=rt)
+    if overrides:
+        as_saved = build_task(name, base=saved, runtime=rt).config
+        refused = [k for k in changed_keys(as_saved, task.config) if k not in task.config.resume_keys]
+        if refused:
+            allowed = ", ".join(sorted(task.config.resume_keys))
+            raise UsageError(f"{refused[0]!r} cannot change when a run resumes (it was "
+                             f"{_value_of(as_saved, refused[0])!r}); keys that may: {allowed}")
     ckpt = load_checkpoint(run_dir.last_ckpt, name)
     task.meta = dict(ckpt.get("meta") or {})
     done = int(ckpt["epoch"])
     if done >= task.config.epochs and not int(ckpt.get("batch_in_epoch", 0)):
         raise UsageError(f"{run_dir.path} already finished {done} epochs; extend it with --set epochs={done + 5}")
-    metrics = Trainer(task, run_dir, runtime=rt, progress=progress).fit(ckpt_path=run_dir.last_ckpt)
+    trainer = Trainer(task, run_dir, runtime=rt, progress=progress, strategy=strategy, plugins=plugins)
+    metrics = trainer.fit(ckpt_path=run_dir.last_ckpt)
     return RunResult(name, run_dir.path, metrics)
 
 
-def load_run(path: str | Path, *, runtime: Runtime | None = None) -> Any:
-    """Rebuild a finished run's task with its model and weights, ready for ``predict`` or plugin commands."""
+def _value_of(cfg: Any, key: str) -> Any:
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return str(cfg) if isinstance(cfg, Path) else cfg
+
+
+def load_run(path: str | Path, *, runtime: Runtime | None = None, device: str | None = None) -> Any:
+    """Rebuild a finished run's task with its model and weights, in eval mode, ready for
+    inference (``dlguide.predict``) or a plugin's commands; its training data are not read."""
     from dlguide._data import resolve_device
     from dlguide._trainer import load_weights
 
@@ -95,11 +149,10 @@ def load_run(path: str | Path, *, runtime: Runtime | None = None) -> Any:
     task = build_task(name, base=saved, runtime=rt)
     task.meta = run_dir.read_meta()
     task.run_dir = run_dir.path
-    device = resolve_device(task.config.device)
-    model = task.build_model().to(device)
+    model = task.build_model().to(resolve_device(device or task.config.device))
     load_weights(model, run_dir.weights)
     model.eval()
-    task.model = model
+    task.model = task.module = model
     return task
 
 
@@ -130,25 +183,25 @@ def read_input_file(path: str | Path) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def predict_run(path: str | Path, inputs: Sequence[str], *, out: str | Path | None = None,
-                runtime: Runtime | None = None) -> list[str]:
-    """Predict with a finished run; returns one printable line per prediction.
+def predict_run(path: str | Path, inputs: Sequence[str | RawInput], *, out: str | Path | None = None,
+                runtime: Runtime | None = None) -> tuple[Any, list[dict[str, Any]]]:
+    """Predict with a finished run through its task's decode -> predict_step -> encode.
 
-    ``out`` is a folder for tasks whose predictions are files (label volumes, images); such a
-    task's ``predict`` takes an ``out_dir`` keyword.
+    ``inputs`` are raw inputs, or command-line words read as the task's ``input_kind`` says
+    (file paths, texts, JSON values). Returns the loaded task (for ``format_prediction``) and
+    one JSON-safe result per input. A task that writes files writes them into ``out``
+    (default: ``RUN/predictions``); for any other task ``out`` is a usage error.
     """
+    from dlguide._inference import cli_inputs, predict
+
     if not inputs:
         raise UsageError("predict needs at least one input")
     task = load_run(path, runtime=runtime)
-    kwargs: dict[str, Any] = {}
-    if out is not None:
-        import inspect
-
-        if "out_dir" not in inspect.signature(task.predict).parameters:
-            raise UsageError(f"task {task.name!r} prints its predictions and writes no files; drop --out")
-        kwargs["out_dir"] = Path(out)
-    import torch
-
-    with torch.no_grad():
-        rows = task.predict(list(inputs), **kwargs)
-    return [task.format_prediction(row) for row in rows]
+    if out is not None and not task.writes_files:
+        raise UsageError(f"task {task.name!r} prints its predictions and writes no files; drop --out")
+    raws = [i if isinstance(i, RawInput) else None for i in inputs]
+    words = [i for i in inputs if not isinstance(i, RawInput)]
+    parsed = iter(cli_inputs(task, words))
+    raws = [r if r is not None else next(parsed) for r in raws]
+    out_dir = Path(out) if out is not None else (Path(path) / "predictions" if task.writes_files else None)
+    return task, predict(task, raws, out_dir=out_dir)

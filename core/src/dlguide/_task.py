@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from dlguide._config import option
 from dlguide._errors import UsageError
@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from torch.utils.data import Dataset
     from torchmetrics import Metric
 
-    from dlguide._trainer import Trainer
+    from dlguide._context import RunContext
+    from dlguide._inference import RawInput
+    from dlguide._plugins import Runtime
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop")
 SCHEDULERS = ("none", "step", "cosine", "onecycle", "plateau")
@@ -29,6 +31,11 @@ SCHEDULERS = ("none", "step", "cosine", "onecycle", "plateau")
 @dataclasses.dataclass
 class TrainConfig:
     """Keys every task accepts. A task's own config subclasses this and adds its keys."""
+
+    #: keys that ``dlguide resume --set`` may change; any other changed key is refused
+    resume_keys: ClassVar[frozenset[str]] = frozenset({
+        "epochs", "early_stopping_patience", "checkpoint_interval", "async_checkpoints", "num_workers", "device",
+        "lr"})
 
     epochs: int = option(10, "number of passes over the training data")
     batch_size: int = option(64, "samples per batch")
@@ -60,8 +67,8 @@ class TrainConfig:
                                      "next epoch trains")
     early_stopping_patience: int = option(0, "stop after this many epochs without improvement (0: off)")
     monitor: str = option("val/loss", "metric that picks the best checkpoint and drives early stopping")
-    monitor_mode: str = option("auto", "min or max; auto means min for losses and errors, max otherwise",
-                               choices=("auto", "min", "max"))
+    monitor_mode: str = option("auto", "min or max; auto: min for losses, otherwise what the task declares "
+                               "for the metric", choices=("auto", "min", "max"))
     limit_train_batches: int = option(0, "use at most this many training batches per epoch (0: all)")
     limit_eval_batches: int = option(0, "use at most this many validation/test batches (0: all)")
     fast_dev_run: bool = option(False, "one epoch of one batch per split, to check a task end to end")
@@ -83,13 +90,6 @@ class TrainConfig:
         if self.data_dir is not None and not self.data_dir.exists():
             raise UsageError(f"data_dir not found: {self.data_dir}")
 
-    @property
-    def resolved_monitor_mode(self) -> Literal["min", "max"]:
-        if self.monitor_mode != "auto":
-            return self.monitor_mode  # type: ignore[return-value]
-        leaf = self.monitor.rsplit("/", 1)[-1].lower()
-        return "min" if any(w in leaf for w in ("loss", "error", "distance", "hd95", "mse", "mae")) else "max"
-
 
 @dataclasses.dataclass
 class DataSplits:
@@ -103,31 +103,112 @@ class DataSplits:
 class Task:
     """Base of every task. Subclasses set ``Config`` and implement the data, model and steps.
 
-    ``meta`` holds JSON-safe facts learnt from the data (class names, vocabulary size) that
-    ``build_model`` and ``predict`` need; it is saved in the run directory as ``task.json``
-    so a finished run can be evaluated and used without rebuilding its data.
+    What a task may implement, with the signatures the core calls:
+
+    - data and model: ``build_data() -> DataSplits``, ``build_model() -> nn.Module``,
+      ``configure_optimizers()``, ``configure_metrics(stage)``, ``collate(samples)``;
+    - steps: ``training_step(batch, batch_idx)``, ``validation_step(batch, metrics)``,
+      ``test_step(batch, metrics)``, ``on_evaluation_start(stage)``;
+    - lifecycle: ``on_fit_start()``, ``on_epoch_end(epoch, metrics)``;
+    - after training: ``final_metrics(metrics)``, ``write_artifacts(run_dir, metrics)``;
+    - inference: ``decode(raw)`` -> ``predict_step(batch)`` -> ``encode(output, sample, raw, out_dir=)``,
+      and ``format_prediction(row)`` for the command line.
+
+    ``self.model`` is the model as the run's Strategy wrapped it: call networks through it
+    (``self.model(x)``), never around it, so a distributed wrapper sees every forward pass;
+    ``self.module`` is the bare module, for its own methods and attributes.
+
+    ``meta`` holds JSON-safe facts learnt from the data (class names, vocabulary size,
+    normalisation) that ``build_model`` and inference need; it is saved in the run directory
+    as ``task.json``, so a finished run is loaded, evaluated and used without ``build_data``.
+    Files that inference needs (a tokenizer, id maps) go into ``run_dir`` when the data are built.
+
+    ``run`` is the context of the run in progress (None for a finished run loaded for
+    inference): the run directory, epoch and step, ``stop(reason)``, whether this process
+    writes, and for tasks that step their optimizers themselves, ``backward`` and
+    ``optimizer_step``.
     """
 
     Config: ClassVar[type[TrainConfig]] = TrainConfig
     #: False when ``training_step`` drives its own optimizers (a GAN does).
     automatic_optimization: ClassVar[bool] = True
+    #: whether higher or lower is better, by metric name (``accuracy``, ``ndcg``, ``hd95``):
+    #: ``monitor_mode=auto`` reads it for the monitored metric; a metric named ``*loss`` is minimised
+    metric_modes: ClassVar[Mapping[str, str]] = {}
+    #: what ``decode`` takes: ``file`` (bytes with a name, or a local path), ``text`` or ``json`` (a value)
+    input_kind: ClassVar[str] = "text"
+    #: True when ``encode`` writes files (label volumes, images) into its ``out_dir``
+    writes_files: ClassVar[bool] = False
+    #: most decoded samples per ``predict_step`` batch (None: the config's ``batch_size``)
+    predict_batch_size: ClassVar[int | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        config = cls.__dict__.get("Config")
+        if config is not None and not (isinstance(config, type) and issubclass(config, TrainConfig)
+                                       and dataclasses.is_dataclass(config)):
+            raise TypeError(f"{cls.__qualname__}.Config must be a dataclass subclassing dlguide.TrainConfig, "
+                            f"not {config!r}")
 
     def __init__(self, config: TrainConfig, name: str = "") -> None:
         self.config = config
         self.name = name or type(self).__name__
         self.meta: dict[str, Any] = {}
         self.model: nn.Module | None = None
-        self.trainer: Trainer | None = None
-        #: the run directory a finished run was loaded from (set by ``dlguide._runs.load_run``)
+        self.module: nn.Module | None = None
+        self.run: RunContext | None = None
+        #: the run directory: of the run in progress, or of a finished run loaded for inference
         self.run_dir: Path | None = None
+        self._runtime: Runtime | None = None  # set by dlguide's build_task: whose registry to read
+
+    # -- the registry ---------------------------------------------------------------
+    @property
+    def domain(self) -> str:
+        """The part of the task name before the dot (``vision`` for ``vision.classify``)."""
+        return self.name.split(".", 1)[0]
+
+    def registered(self, kind: str, name: str) -> Any:
+        """The model builder or dataset loader registered as ``<domain>.<name>`` (imported now).
+
+        A model builder is called as ``builder(config, meta) -> nn.Module``; what ``meta`` holds
+        is the task's to document (classes, channels, image size, vocabulary size).
+        """
+        from dlguide._plugins import get_runtime
+
+        runtime = self._runtime or get_runtime()
+        return runtime.registry.load(kind, f"{self.domain}.{name}")  # type: ignore[arg-type]
+
+    def build_registered_model(self, name: str) -> nn.Module:
+        """``registered("model", name)(self.config, self.meta)``, checked to be an ``nn.Module``."""
+        from torch import nn
+
+        model = self.registered("model", name)(self.config, self.meta)
+        if not isinstance(model, nn.Module):
+            raise UsageError(f"model {self.domain}.{name} built a {type(model).__name__}, not a torch nn.Module")
+        return model
+
+    def monitor_mode(self) -> str:
+        """``min`` or ``max`` for the monitored metric: the config's, else the task's declaration."""
+        cfg = self.config
+        if cfg.monitor_mode != "auto":
+            return cfg.monitor_mode
+        leaf = cfg.monitor.split("/")[1] if cfg.monitor.count("/") >= 1 else cfg.monitor
+        base = leaf.split("@", 1)[0]
+        for key in (leaf, base):
+            if key in self.metric_modes:
+                return self.metric_modes[key]
+        if base.endswith("loss"):
+            return "min"
+        raise UsageError(f"monitor {cfg.monitor!r}: task {self.name!r} does not say whether {base!r} is better "
+                         "high or low; set monitor_mode=min or monitor_mode=max")
 
     # -- data and model -------------------------------------------------------------
     def build_data(self) -> DataSplits:
-        """Build train/val/test datasets from the config; may fill ``self.meta``."""
+        """Build the train/val/test datasets as a ``DataSplits``; fill ``self.meta``."""
         raise NotImplementedError
 
     def build_model(self) -> nn.Module:
-        """Build the model from the config and ``self.meta``."""
+        """Build the (bare) model from the config and ``self.meta``."""
         raise NotImplementedError
 
     def configure_optimizers(self) -> Any:
@@ -143,8 +224,21 @@ class Task:
         """
         return None
 
+    def collate(self, samples: list[Any]) -> Any:
+        """Samples -> one batch, for the data loaders and for inference (torch's default_collate)."""
+        from torch.utils.data import default_collate
+
+        return default_collate(samples)
+
     def on_evaluation_start(self, stage: str) -> None:
         """Called before every validation (``val``) or test (``test``) pass, after the metrics are reset."""
+
+    # -- lifecycle ------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        """Called once the run is set up (checkpoint restored), before the first epoch it trains."""
+
+    def on_epoch_end(self, epoch: int, metrics: Mapping[str, float]) -> None:
+        """Called after each epoch's validation with its flat metrics (before the plugins hear of it)."""
 
     # -- steps ----------------------------------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | Mapping[str, torch.Tensor]:
@@ -188,12 +282,23 @@ class Task:
         """Write pictures and files a person reads (confusion matrix, sample grids)."""
         return []
 
-    def predict(self, inputs: Sequence[str]) -> list[dict[str, Any]]:
-        """Predict for inputs given on the command line (paths or texts).
-
-        A task whose predictions are files adds a keyword ``out_dir: Path`` (``predict --out``).
-        """
+    # -- inference: decode -> predict_step -> encode ----------------------------------
+    def decode(self, raw: RawInput) -> Any:
+        """One raw input (file bytes with a name, a text, a JSON value) -> one sample for
+        ``predict_step`` (a tensor, or a tuple or dict of them). Bad input: ``UsageError``."""
         raise UsageError(f"task {self.name!r} does not support predict")
+
+    def predict_step(self, batch: Any) -> Any:
+        """A batch of decoded samples (collated) -> outputs with the batch dimension first."""
+        assert self.model is not None
+        return self.model(batch)
+
+    def encode(self, output: Any, sample: Any, raw: RawInput, *, out_dir: Path | None = None) -> dict[str, Any]:
+        """One sample's output (on the CPU) -> a JSON-safe result; a task with ``writes_files``
+        writes its files into ``out_dir`` here and names them in the result."""
+        from dlguide._inference import to_json
+
+        return {"output": to_json(output)}
 
     def format_prediction(self, row: Mapping[str, Any]) -> str:
         """One printed line for one prediction."""

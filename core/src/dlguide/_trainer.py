@@ -23,11 +23,13 @@ from dlguide import _callbacks as builtin
 from dlguide._checkpoint import (BackgroundWriter, atomic_link, atomic_save, atomic_write, capture_rng, load_checkpoint,
                                 restore_rng, seed_everything, serialize, stamp)
 from dlguide._config import to_dict
-from dlguide._data import SeededLoader, resolve_device, to_device
+from dlguide._context import RunContext
+from dlguide._data import SeededLoader, model_device
 from dlguide._errors import CheckpointError, RunError, RunInterrupted, UsageError
 from dlguide._optim import Schedule, build_optimizer
 from dlguide._plugins import Runtime, get_runtime
 from dlguide._rundir import RunDir
+from dlguide._strategy import SingleDeviceStrategy, Strategy
 from dlguide._task import Task
 
 
@@ -49,17 +51,30 @@ def flatten_metrics(prefix: str, values: Mapping[str, Any], names: list[str] | N
 
 
 class Trainer:
-    """Runs one Task into one run directory."""
+    """Runs one Task into one run directory.
+
+    The run has its own plugin manager (``self.pm``): the installed plugins, ``plugins`` given
+    here (a tuning trial's pruner) and, while it trains, its built-in callbacks; a run started
+    inside another run is isolated from it. ``strategy`` owns devices and processes
+    (``SingleDeviceStrategy`` on the config's ``device`` by default).
+    """
 
     def __init__(self, task: Task, run_dir: RunDir, *, runtime: Runtime | None = None,
-                 progress: str = "auto") -> None:
+                 progress: str = "auto", strategy: Strategy | None = None,
+                 plugins: Mapping[str, object] | None = None) -> None:
         self.task = task
         self.config = task.config
         self.run_dir = run_dir
         self.runtime = runtime or get_runtime()
-        self.hook = self.runtime.hook
+        self.pm = self.runtime.run_manager(plugins or {})
+        self.hook = self.pm.hook
         self.progress = progress
-        task.trainer = self
+        self.strategy = strategy or SingleDeviceStrategy(task.config.device)
+        self.monitor_mode = task.monitor_mode()
+        self.stop_reason: str | None = None
+        self.last_batch_size = 0
+        task.run = RunContext(self)
+        task.run_dir = run_dir.path
         cfg = self.config
         if cfg.fast_dev_run:
             self.max_epochs, self.limit_train, self.limit_eval = 1, 1, 1
@@ -76,7 +91,8 @@ class Trainer:
         self.optimizers: list[torch.optim.Optimizer] = []
         self.schedules: list[Schedule] = []
         self.scaler: torch.amp.GradScaler | None = None
-        self.model: nn.Module | None = None
+        self.model: nn.Module | None = None  # as the strategy wrapped it: what forward passes call
+        self.module: nn.Module | None = None  # the bare module: its state dict
         self.checkpoint_writer = BackgroundWriter()
         self._metrics: dict[str, dict[str, Any]] = {}  # per stage, made once and reset before each pass
 
@@ -84,16 +100,19 @@ class Trainer:
     def _setup(self, with_train: bool = True) -> None:
         cfg = self.config
         seed_everything(cfg.seed, cfg.deterministic)
-        self.device = resolve_device(cfg.device)
+        self.strategy.setup()
+        self.device = self.strategy.device
         self.splits = self.task.build_data()
-        self.model = self.task.build_model().to(self.device)
-        self.task.model = self.model
+        self.model = self.strategy.wrap(self.task.build_model())
+        self.module = self.strategy.unwrap(self.model)
+        self.task.model, self.task.module = self.model, self.module
         pin = self.device.type == "cuda"
 
         def loader(ds: Any, shuffle: bool, limit: int) -> SeededLoader | None:
             if ds is None:
                 return None
-            return SeededLoader(ds, cfg.batch_size, shuffle, cfg.seed, cfg.num_workers, pin, limit)
+            return SeededLoader(ds, cfg.batch_size, shuffle, cfg.seed, cfg.num_workers, pin, limit,
+                                collate_fn=self.task.collate)
 
         self.train_loader = loader(self.splits.train, True, self.limit_train) if with_train else None
         self.val_loader = loader(self.splits.val, False, self.limit_eval)
@@ -110,19 +129,20 @@ class Trainer:
             return
         opts = self.task.configure_optimizers()
         if opts is None:
-            opts = [build_optimizer(cfg, self.model.parameters())]
+            opts = [build_optimizer(cfg, self.module.parameters())]
         self.optimizers = list(opts) if isinstance(opts, (list, tuple)) else [opts]
         assert self.train_loader is not None
         steps = self.train_loader.num_batches
         if self.task.automatic_optimization:
             steps = math.ceil(steps / cfg.accumulate_grad_batches)
         self.steps_per_epoch = max(1, steps)
-        self.schedules = [Schedule(cfg, opt, self.steps_per_epoch) for opt in self.optimizers]
+        # built from this config before any checkpoint is restored: the base rates are the config's
+        self.schedules = [Schedule(cfg, opt, self.steps_per_epoch, self.monitor_mode) for opt in self.optimizers]
 
     # -- checkpoints ---------------------------------------------------------------
     def checkpoint_state(self) -> dict[str, Any]:
         """Everything needed to continue this run exactly where it stands."""
-        assert self.model is not None
+        assert self.module is not None
         ckpt: dict[str, Any] = {
             "dlguide": stamp(self.task.name),
             "config": to_dict(self.config),
@@ -132,7 +152,7 @@ class Trainer:
             "batch_in_epoch": self.batch_in_epoch,
             "partial": {k: dict(v) if isinstance(v, dict) else v for k, v in self._partial.items()},
             "history": list(self.history),
-            "model": self.model.state_dict(),
+            "model": self.module.state_dict(),
             "optimizers": [o.state_dict() for o in self.optimizers],
             "schedules": [s.state_dict() for s in self.schedules],
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
@@ -181,15 +201,17 @@ class Trainer:
 
     def _restore(self, path: Path) -> None:
         ckpt = load_checkpoint(path, self.task.name)
-        assert self.model is not None
+        assert self.module is not None
         try:
-            self.model.load_state_dict(ckpt["model"])
+            self.module.load_state_dict(ckpt["model"])
             if len(ckpt["optimizers"]) != len(self.optimizers):
                 raise CheckpointMismatch(f"{len(ckpt['optimizers'])} optimizers, the task has {len(self.optimizers)}")
             for opt, state in zip(self.optimizers, ckpt["optimizers"]):
                 opt.load_state_dict(state)
             for sched, state in zip(self.schedules, ckpt["schedules"]):
-                sched.load_state_dict(state)
+                # the schedule is recomputed from this config at the saved step: a changed lr or
+                # a longer run takes effect (checkpoints of format 1 kept scheduler objects)
+                sched.load_state_dict(state if "steps" in state else {"steps": int(ckpt["global_step"])})
         except (RuntimeError, ValueError, KeyError, CheckpointMismatch) as exc:
             first = str(exc).strip().splitlines()[0]
             raise CheckpointError(f"{path} does not fit this task's model: {first[:200]}") from None
@@ -234,18 +256,21 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------
     def fit(self, ckpt_path: Path | None = None) -> dict[str, float]:
         """Train for ``epochs`` (continuing from ``ckpt_path`` if given), then test; return final metrics."""
+        rng = capture_rng()  # the caller's random stream, given back at the end (a run inside a run)
         self._setup()
         cfg = self.config
         plugins = builtin.run_plugins(self)
         for name, plugin in plugins.items():
-            self.runtime.pm.register(plugin, name=name)
+            self.pm.register(plugin, name=name)
         try:
             if ckpt_path is not None:
                 self._restore(ckpt_path)
                 self.run_dir.truncate_epochs(self.epoch)
-            self.run_dir.write_config(self.task.name, to_dict(cfg))
-            self.run_dir.write_meta(self.task.meta)
+            if self.strategy.is_writer:
+                self.run_dir.write_config(self.task.name, to_dict(cfg))
+                self.run_dir.write_meta(self.task.meta)
             with self._catch_signals():
+                self.task.on_fit_start()
                 self.hook.dlguide_run_start(trainer=self)
                 while self.epoch < self.max_epochs and not self.should_stop:
                     self.hook.dlguide_epoch_start(trainer=self, epoch=self.epoch + 1)
@@ -261,6 +286,7 @@ class Trainer:
                     self.batch_in_epoch = 0
                     self._partial = {}
                     self.history.append(metrics)
+                    self.task.on_epoch_end(self.epoch, metrics)
                     self.hook.dlguide_epoch_end(trainer=self, epoch=self.epoch, metrics=metrics)
                     if self._stop_signal is not None:
                         self._interrupt()
@@ -275,7 +301,9 @@ class Trainer:
         finally:
             self.checkpoint_writer.close()
             for name in plugins:
-                self.runtime.pm.unregister(name=name)
+                self.pm.unregister(name=name)
+            self.strategy.teardown()
+            restore_rng(rng)
 
     def _train_epoch(self) -> dict[str, float]:
         cfg, task, model = self.config, self.task, self.model
@@ -288,9 +316,10 @@ class Trainer:
         partial = self._partial = {"sums": sums, "count": count}  # kept up to date for a checkpoint mid-epoch
         start = self.batch_in_epoch
         n_batches = self.train_loader.num_batches
-        device, autocast, batch_end = self.device, self.autocast, self.hook.dlguide_train_batch_end
+        to_device, autocast, batch_end = self.strategy.batch_to_device, self.autocast, self.hook.dlguide_train_batch_end
+        no_sync = self.strategy.no_sync
         for batch_idx, batch in enumerate(self.train_loader.epoch(self.epoch, start), start=start):
-            batch = to_device(batch, device, non_blocking=True)
+            batch = to_device(batch)
             n = task.batch_size_of(batch)
             if automatic:
                 optimizer = self.optimizers[0]
@@ -305,9 +334,13 @@ class Trainer:
                     # pass, as in a plain loop: the backward pass gets back the memory they free
                     # (freed right after the step, it went to this forward pass's activations)
                     optimizer.zero_grad(set_to_none=True)
-                self.backward(loss / window if window > 1 else loss)
-                if (batch_idx + 1) % accum == 0 or batch_idx + 1 == n_batches:
+                steps_now = (batch_idx + 1) % accum == 0 or batch_idx + 1 == n_batches
+                if steps_now:
+                    self.backward(loss / window if window > 1 else loss)
                     self.optimizer_step(optimizer, self.schedules[0], zero_grad=False)
+                else:  # gradients of a window's earlier batches stay local to the process
+                    with no_sync(model):
+                        self.backward(loss / window if window > 1 else loss)
             else:
                 out = task.training_step(batch, batch_idx)
                 self.global_step += 1
@@ -334,29 +367,18 @@ class Trainer:
             batch_end(trainer=self, batch_idx=batch_idx, loss=logged)
             if self._stop_signal is not None and (batch_idx + 1) % accum == 0 and self.batch_in_epoch < n_batches:
                 self._interrupt()  # at a step boundary
+        sums, count = self.strategy.reduce_sums(sums, count)
         return {f"train/{k}": v / max(count, 1) for k, v in sums.items()}
 
     def backward(self, loss: torch.Tensor) -> None:
-        """Backpropagate, through the grad scaler when one is active (for manual optimization too)."""
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-        else:
-            loss.backward()
+        """Backpropagate through the Strategy, with the grad scaler when one is active (for manual optimization too)."""
+        self.strategy.backward(loss, self.scaler)
 
     def optimizer_step(self, optimizer: torch.optim.Optimizer, schedule: Schedule | None = None, *,
                        zero_grad: bool = True) -> None:
         """Unscale, clip, step, zero the gradients (unless ``zero_grad`` is false: the Trainer's
         own loop zeroes them before the next backward pass) and advance the schedule of one optimizer."""
-        if self.config.gradient_clip_norm > 0:
-            if self.scaler is not None:
-                self.scaler.unscale_(optimizer)
-            params = [p for g in optimizer.param_groups for p in g["params"]]
-            torch.nn.utils.clip_grad_norm_(params, self.config.gradient_clip_norm)
-        if self.scaler is not None:
-            self.scaler.step(optimizer)
-            self.scaler.update()
-        else:
-            optimizer.step()
+        self.strategy.optimizer_step(optimizer, self.scaler, self.config.gradient_clip_norm)
         if zero_grad:
             optimizer.zero_grad(set_to_none=True)
         if schedule is None and optimizer in self.optimizers:
@@ -391,7 +413,7 @@ class Trainer:
         step = task.validation_step if stage == "val" else task.test_step
         on_cpu = self.device.type == "cpu"  # a loss read at once costs no wait for a device
         for batch in loader.epoch(0):
-            batch = to_device(batch, self.device, non_blocking=True)
+            batch = self.strategy.batch_to_device(batch)
             with self.autocast():
                 loss = step(batch, metrics)
             if loss is not None:
@@ -402,6 +424,9 @@ class Trainer:
                     loss_sum = loss_sum + loss.detach().float() * n
                 count += n
         model.train()
+        if count:
+            sums, count = self.strategy.reduce_sums({"loss": float(loss_sum)}, count)
+            loss_sum = sums["loss"]
         out = flatten_metrics(stage, {k: m.compute() for k, m in metrics.items()} if metrics else {},
                               list(task.class_names() or []))
         if count:
@@ -428,11 +453,12 @@ class Trainer:
         """Test the best weights (by ``monitor``), save them as safetensors, write metrics and pictures."""
         from safetensors.torch import save_model
 
-        assert self.model is not None
+        assert self.model is not None and self.module is not None
         self.checkpoint_writer.wait()
+        self.strategy.barrier()  # the first process's best.ckpt is on disk for every process
         best = self.run_dir.best_ckpt
         if best.exists():
-            self.model.load_state_dict(load_checkpoint(best, self.task.name)["model"])
+            self.module.load_state_dict(load_checkpoint(best, self.task.name)["model"])
         final = {k: v for k, v in (self.history[-1] if self.history else {}).items() if "/" in k}
         self.last_metrics_objects = {}
         if self.test_loader is not None:
@@ -440,19 +466,20 @@ class Trainer:
         self.model.eval()
         with torch.no_grad():
             final.update(self.task.final_metrics(final) or {})
-        tmp = self.run_dir.weights.with_name(".model.safetensors.tmp")
-        save_model(self.model, str(tmp))
-        tmp.replace(self.run_dir.weights)
-        self.run_dir.write_final(final)
-        self.task.write_artifacts(self.run_dir.path, self.last_metrics_objects)
+        if self.strategy.is_writer:
+            tmp = self.run_dir.weights.with_name(".model.safetensors.tmp")
+            save_model(self.module, str(tmp))
+            tmp.replace(self.run_dir.weights)
+            self.run_dir.write_final(final)
+            self.task.write_artifacts(self.run_dir.path, self.last_metrics_objects)
         return final
 
     def evaluate(self, weights: Path, stage: str = "test") -> dict[str, float]:
         """Evaluate saved weights on ``stage`` without training (``dlguide eval``), with the
         task's ``final_metrics`` beside the figures as in ``metrics.json``."""
         self._setup(with_train=False)
-        assert self.model is not None
-        load_weights(self.model, weights)
+        assert self.module is not None
+        load_weights(self.module, weights)
         loader = self.test_loader if stage == "test" else self.val_loader
         if loader is None:
             raise UsageError(f"task {self.task.name!r} has no {stage} split to evaluate")
@@ -481,8 +508,7 @@ def load_weights(model: nn.Module, path: Path) -> None:
     if not path.is_file():
         raise CheckpointError(f"weights not found: {path}")
     try:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        load_model(model, str(path), device=str(device))
+        load_model(model, str(path), device=str(model_device(model)))
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path} cannot be loaded into this task's model: {first[:200]}") from None

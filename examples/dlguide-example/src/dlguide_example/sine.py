@@ -13,9 +13,7 @@ import torchmetrics
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from dlguide._config import option
-from dlguide._errors import UsageError
-from dlguide._task import DataSplits, Task, TrainConfig
+from dlguide import DataSplits, RawInput, Task, TrainConfig, UsageError, option
 
 
 @dataclasses.dataclass
@@ -30,6 +28,8 @@ class SineConfig(TrainConfig):
 
 class SineRegression(Task):
     Config = SineConfig
+    metric_modes = {"mae": "min", "r2": "max"}
+    input_kind = "json"  # numbers on the command line, JSON values over HTTP
 
     def build_data(self) -> DataSplits:
         cfg = self.config
@@ -63,13 +63,14 @@ class SineRegression(Task):
             metric.update(pred, y)
         return nn.functional.mse_loss(pred, y)
 
-    def predict(self, inputs):
+    # -- inference: decode -> predict_step (the default: self.model(batch)) -> encode ----
+    def decode(self, raw: RawInput) -> torch.Tensor:
         try:
-            xs = [float(v) for v in inputs]
-        except ValueError as exc:
-            raise UsageError(f"example.sine predicts from numbers: {exc}") from None
-        device = next(self.model.parameters()).device
-        with torch.no_grad():
-            ys = self.model(torch.tensor(xs, device=device).unsqueeze(1)).squeeze(1).tolist()
-        return [{"x": x, "y": round(y, 4), "sin(x)": round(float(torch.sin(torch.tensor(x))), 4)}
-                for x, y in zip(xs, ys)]
+            x = float(raw.value)
+        except (TypeError, ValueError):
+            raise UsageError(f"example.sine predicts from numbers, not {raw.label!r}") from None
+        return torch.tensor([x])
+
+    def encode(self, output, sample, raw, *, out_dir=None):
+        x = float(sample[0])
+        return {"x": x, "y": round(float(output[0]), 4), "sin(x)": round(float(torch.sin(sample[0])), 4)}

@@ -1,0 +1,84 @@
+"""What a task sees of the run in progress: a small context instead of the whole Trainer.
+
+A task reads where it writes, how far the run is and whether this process writes; it can
+ask the run to stop; and a task that steps its own optimizers (a GAN) backpropagates and
+steps through the run's Strategy, precision and schedules here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from dlguide._trainer import Trainer
+
+
+class RunContext:
+    """The run a task is part of (``task.run``)."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self._trainer = trainer
+
+    @property
+    def run_dir(self) -> Path:
+        """The run directory."""
+        return self._trainer.run_dir.path
+
+    @property
+    def epoch(self) -> int:
+        """Epochs completed so far (0 during the first)."""
+        return self._trainer.epoch
+
+    @property
+    def max_epochs(self) -> int:
+        return self._trainer.max_epochs
+
+    @property
+    def global_step(self) -> int:
+        """Optimizer steps so far (training batches, for a task that steps its optimizers itself)."""
+        return self._trainer.global_step
+
+    @property
+    def device(self) -> torch.device:
+        return self._trainer.strategy.device
+
+    @property
+    def is_writer(self) -> bool:
+        """Whether this process writes files (only the first of several does)."""
+        return self._trainer.strategy.is_writer
+
+    @property
+    def verbose(self) -> bool:
+        """Whether the run prints progress (a task's own notes should follow it)."""
+        return self._trainer.progress != "none"
+
+    @property
+    def progress(self) -> str:
+        """The run's progress mode (``auto``, ``bar``, ``log`` or ``none``), for runs started inside it."""
+        return self._trainer.progress
+
+    def stop(self, reason: str) -> None:
+        """End the run after the current epoch, saying ``reason`` (early stopping does the same)."""
+        self._trainer.should_stop = True
+        self._trainer.stop_reason = reason
+
+    # -- for tasks that step their optimizers themselves ---------------------------------
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return list(self._trainer.optimizers)
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """The run's precision (bf16 or fp16 autocast, or nothing)."""
+        return self._trainer.autocast()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backpropagate through the Strategy (and the grad scaler under 16-mixed)."""
+        self._trainer.backward(loss)
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer, *, zero_grad: bool = True) -> None:
+        """Unscale, clip, step ``optimizer``, zero its gradients and advance its schedule."""
+        self._trainer.optimizer_step(optimizer, zero_grad=zero_grad)

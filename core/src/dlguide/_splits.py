@@ -1,0 +1,34 @@
+"""Seeded, stratified hold-out splits: the same function for images, texts and cases."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Hashable, Sequence
+
+
+def stratified_split(labels: Sequence[Hashable], fractions: Sequence[float], seed: int) -> list[list[int]]:
+    """Indices of ``labels`` cut into ``len(fractions) + 1`` parts: one part per fraction (a share
+    of every class, rounded, at least one sample of a class that has more than one when the
+    fraction is above 0), and the rest first. Each part lists its indices in ascending order.
+
+    The cut depends only on ``labels``, ``fractions`` and ``seed``: the same call gives the
+    same parts on every machine.
+    """
+    rng = random.Random(seed)
+    by_class: dict[Hashable, list[int]] = {}
+    for index, label in enumerate(labels):
+        by_class.setdefault(label, []).append(index)
+    parts: list[list[int]] = [[] for _ in range(len(fractions) + 1)]
+    for label in sorted(by_class, key=str):
+        members = list(by_class[label])
+        rng.shuffle(members)
+        start = 0
+        for part, fraction in enumerate(fractions, start=1):
+            take = round(len(members) * fraction)
+            if fraction > 0 and take == 0 and len(members) - start > 1:
+                take = 1
+            take = min(take, max(0, len(members) - start - 1))  # every class keeps a sample in the rest
+            parts[part].extend(members[start:start + take])
+            start += take
+        parts[0].extend(members[start:])
+    return [sorted(part) for part in parts]
