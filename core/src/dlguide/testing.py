@@ -8,8 +8,12 @@ Fixtures:
 ``dlguide_check_hooks(plugin)``
     Fails when a plugin implements an unknown hook or a hook with arguments the spec lacks.
 ``dlguide_smoke_run(task, **overrides)``
-    Runs a task for one tiny step (``fast_dev_run``) into ``tmp_path`` and checks the run
-    directory it leaves.
+    Runs a task for one tiny step (``fast_dev_run``) into ``tmp_path`` under
+    ``GuardedStrategy`` and checks the run directory it leaves.
+
+``GuardedStrategy``
+    A single-device strategy that wraps the model as a distributed wrapper would and fails the
+    run when a task calls the bare network (or any part of it) around the wrapper.
 """
 
 from __future__ import annotations
@@ -23,6 +27,46 @@ from typing import Any
 import pytest
 
 from dlguide._plugins import GROUP, Runtime, load_runtime, new_plugin_manager, use_runtime
+from dlguide._strategy import SingleDeviceStrategy
+
+
+class GuardedStrategy(SingleDeviceStrategy):
+    """Wraps the model in a ``nn.Module`` that calls it, as DDP does, and fails any forward pass
+    of the bare module or of one of its parts that does not go through that wrapper
+    (``task.module.generator(z)`` instead of ``task.model(...)``): under DDP such a pass would
+    train without synchronised gradients. Tasks that pass under it are ready for DDP."""
+
+    name = "guarded"
+
+    def wrap(self, module: Any) -> Any:
+        from torch import nn
+
+        class Wrapper(nn.Module):
+            def __init__(self, inner: nn.Module) -> None:
+                super().__init__()
+                self.module = inner
+                self.depth = 0
+
+            def forward(self, *args: Any, **kwargs: Any) -> Any:
+                self.depth += 1
+                try:
+                    return self.module(*args, **kwargs)
+                finally:
+                    self.depth -= 1
+
+        wrapper = Wrapper(module.to(self.device))
+
+        def guard(part: nn.Module, args: Any) -> None:
+            if wrapper.depth == 0:
+                raise AssertionError(f"{type(part).__name__} was called around the wrapped model: call the "
+                                     "network through task.model(...)")
+
+        for part in module.modules():
+            part.register_forward_pre_hook(guard)
+        return wrapper
+
+    def unwrap(self, model: Any) -> Any:
+        return model.module
 
 
 def check_hooks(plugin: object) -> list[str]:
@@ -69,7 +113,7 @@ def dlguide_smoke_run(tmp_path: Path) -> Callable[..., Any]:
     def smoke(task: str, **overrides: Any) -> Any:
         sets = ["fast_dev_run=true", *(f"{k}={v}" for k, v in overrides.items())]
         out = tmp_path / task.replace(".", "-")
-        result = run_task(task, overrides=sets, out=out, progress="none")
+        result = run_task(task, overrides=sets, out=out, progress="none", strategy=GuardedStrategy(device="cpu"))
         for name in ("config.yaml", "metrics.jsonl", "metrics.json", "model.safetensors", "checkpoints/last.ckpt"):
             assert (out / name).is_file(), f"{task}: the run directory lacks {name}"
         return result
