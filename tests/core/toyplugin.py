@@ -126,8 +126,53 @@ class CountingTask(SineRegression):
         return nn.functional.mse_loss(self.model(x), y)
 
 
+@dataclasses.dataclass
+class ChoiceConfig(SineConfig):
+    model: str = option("narrow", "a network registered for toy.choice", registry="model")
+
+
+class ChoiceTask(SineRegression):
+    """example.sine whose network is built by name through the registry."""
+
+    Config = ChoiceConfig
+
+    def build_model(self):
+        return self.build_registered_model(self.config.model)
+
+
+def narrow(config, meta):
+    return nn.Sequential(nn.Linear(1, 4), nn.Tanh(), nn.Linear(4, 1))
+
+
+def wide(config, meta):
+    return nn.Sequential(nn.Linear(1, 64), nn.Tanh(), nn.Linear(64, 1))
+
+
+class RecordingTask(SineRegression):
+    """example.sine that counts its predict_step calls and the lifecycle methods it gets."""
+
+    predict_steps = 0
+
+    def predict_step(self, batch):
+        type(self).predict_steps += 1
+        return super().predict_step(batch)
+
+    def on_fit_start(self):
+        type(self).calls = [("fit_start", self.run.epoch, self.run.run_dir.name, self.run.is_writer)]
+
+    def on_epoch_end(self, epoch, metrics):
+        type(self).calls.append(("epoch_end", epoch, round(metrics["train/loss"], 6)))
+        if epoch == 1 and self.config.epochs > 2:
+            self.run.stop("the toy stops after its first epoch")
+
+
 @hookimpl
 def dlguide_register(registry):
+    registry.add_task("toy.choice", "toyplugin:ChoiceTask", "sine regression with a network chosen by name")
+    registry.add_model("toy.narrow", "toyplugin:narrow", "four hidden units", tasks="toy.choice")
+    registry.add_model("toy.wide", "toyplugin:wide", "64 hidden units", tasks=("toy.choice",))
+    registry.add_model("toy.unlisted", "toyplugin:wide", "registered for no task")
+    registry.add_task("toy.recording", "toyplugin:RecordingTask", "sine regression that records what it is called")
     registry.add_task("toy.counting", "toyplugin:CountingTask", "sine regression that counts its evaluation passes")
     registry.add_task("toy.nan", "toyplugin:NaNTask", "sine regression whose loss turns NaN")
     registry.add_task("toy.twoopt", "toyplugin:TwoOptimizerTask", "sine regression with two self-driven optimizers")
