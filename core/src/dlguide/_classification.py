@@ -12,6 +12,10 @@ from typing import Any
 import torchmetrics.classification as tmc
 
 
+#: the direction of every metric ``classification_metrics`` makes, for a task's ``metric_modes``
+CLASSIFICATION_METRIC_MODES = {"accuracy": "max", "f1_macro": "max", "precision": "max", "recall": "max"}
+
+
 def classification_metrics(classes: int, stage: str, *, per_class: bool = True, **extra: Any) -> dict[str, Any]:
     """Accuracy and macro F1; per-class precision and recall (``per_class``); ``extra`` metrics
     by name; and, on the test pass, a confusion matrix (drawn by :func:`write_confusion_matrix`).
