@@ -262,17 +262,22 @@ def resolve(
     base: Mapping[str, Any] | None = None,
     file: str | Path | None = None,
     overrides: Iterable[str] = (),
+    validate: bool = True,
 ) -> C:
-    """Defaults, then ``base`` (saved or demo settings), then ``file``, then ``--set`` overrides."""
+    """Defaults, then ``base`` (saved or demo settings), then ``file``, then ``--set`` overrides.
+
+    ``validate=False`` skips the config's ``validate`` (a finished run's saved config, loaded
+    for inference: its values were checked when it ran, and its data files may be gone).
+    """
     cfg = cls()
     if base:
         cfg = _apply(cfg, base, "", from_text=False)
     if file is not None:
         cfg = _apply(cfg, read_config_file(file), "", from_text=False)
     cfg = _apply(cfg, parse_overrides(overrides), "", from_text=True)
-    validate = getattr(cfg, "validate", None)
-    if callable(validate):
-        validate()
+    check = getattr(cfg, "validate", None)
+    if validate and callable(check):
+        check()
     return cfg
 
 

@@ -41,7 +41,7 @@ def task_class(name: str, runtime: Runtime | None = None) -> type:
 
 
 def build_task(name: str, *, base: Mapping[str, Any] | None = None, config_file: str | Path | None = None,
-               overrides: Iterable[str] = (), runtime: Runtime | None = None) -> Any:
+               overrides: Iterable[str] = (), runtime: Runtime | None = None, validate: bool = True) -> Any:
     """Instantiate a task with its config resolved from defaults, ``base``, a file and overrides.
 
     Keys whose choices come from the registry (``option(registry="model")``) are checked
@@ -49,7 +49,7 @@ def build_task(name: str, *, base: Mapping[str, Any] | None = None, config_file:
     """
     rt = runtime or get_runtime()
     cls = task_class(name, rt)
-    config = cfgmod.resolve(cls.Config, base=base, file=config_file, overrides=overrides)
+    config = cfgmod.resolve(cls.Config, base=base, file=config_file, overrides=overrides, validate=validate)
     cfgmod.check_registered(config, lambda kind: rt.registry.choices(kind, name))
     task = cls(config, name=name)
     task._runtime = rt
@@ -146,7 +146,7 @@ def load_run(path: str | Path, *, runtime: Runtime | None = None, device: str | 
     if not run_dir.weights.is_file():
         raise UsageError(f"{run_dir.path} has no trained weights yet (model.safetensors); finish it with "
                          f"'dlguide resume {run_dir.path}'")
-    task = build_task(name, base=saved, runtime=rt)
+    task = build_task(name, base=saved, runtime=rt, validate=False)  # its data may be gone: inference needs none
     task.meta = run_dir.read_meta()
     task.run_dir = run_dir.path
     model = task.build_model().to(resolve_device(device or task.config.device))
