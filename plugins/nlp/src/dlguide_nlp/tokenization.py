@@ -4,6 +4,8 @@ directory and read back from there by eval and predict.
 
 Texts become fixed-length id rows (padded to ``max_length``) so the core's default batching
 stacks them; the models drop the padding again (packed sequences, attention masks).
+``fixed_length`` makes the cutting and padding copy of a tokenizer once; ``encode`` uses it
+for a whole split while training, or one text at a time for inference.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from dlguide._errors import UsageError
+from dlguide import UsageError, first_line
 
 PAD, UNK = "[PAD]", "[UNK]"
 #: [CLS] and [SEP] are kept in trained vocabularies so a transformer trained from scratch
@@ -61,7 +63,7 @@ def pretrained_tokenizer(model_dir: Path) -> Tokenizer:
     try:
         loaded = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
     except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot read the tokenizer of {model_dir}: {str(exc).splitlines()[0][:200]}") from None
+        raise UsageError(f"cannot read the tokenizer of {model_dir}: {first_line(exc)}") from None
     if not getattr(loaded, "is_fast", False):
         raise UsageError(f"{model_dir} has no fast tokenizer (tokenizer.json); save it with a fast tokenizer")
     return Tokenizer.from_str(loaded.backend_tokenizer.to_str())
@@ -96,12 +98,19 @@ class Encoded:
     truncated: int  # texts longer than max_length, cut to fit
 
 
-def encode(tokenizer: Tokenizer, texts: Sequence[str], max_length: int) -> Encoded:
-    """Token ids of ``texts``, cut and padded to ``max_length`` (cuts counted)."""
-    tokenizer = Tokenizer.from_str(tokenizer.to_str())  # leave the caller's settings alone
-    tokenizer.enable_truncation(max_length)
-    tokenizer.enable_padding(pad_id=pad_id(tokenizer), pad_token=PAD, length=max_length)
+def fixed_length(tokenizer: Tokenizer, max_length: int) -> Tokenizer:
+    """A copy of ``tokenizer`` that cuts and pads every text to ``max_length`` tokens (the
+    caller's tokenizer keeps its settings)."""
+    fixed = Tokenizer.from_str(tokenizer.to_str())
+    fixed.enable_truncation(max_length)
+    fixed.enable_padding(pad_id=pad_id(fixed), pad_token=PAD, length=max_length)
+    return fixed
+
+
+def encode(tokenizer: Tokenizer, texts: Sequence[str]) -> Encoded:
+    """Token ids of ``texts`` with a tokenizer from ``fixed_length`` (cuts counted)."""
+    length = tokenizer.padding["length"]
     encodings = tokenizer.encode_batch(list(texts))
-    ids = torch.tensor([e.ids for e in encodings], dtype=torch.long).reshape(len(encodings), max_length)
-    mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.long).reshape(len(encodings), max_length)
+    ids = torch.tensor([e.ids for e in encodings], dtype=torch.long).reshape(len(encodings), length)
+    mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.long).reshape(len(encodings), length)
     return Encoded(ids, mask, sum(1 for e in encodings if e.overflowing))
