@@ -7,15 +7,15 @@ import importlib.util
 import numpy as np
 import pytest
 
-from dlguide._errors import UsageError
-from dlguide_recsys.datasets import load_raw
+from dlguide import UsageError
+from dlguide_recsys.datasets import interactions_csv, ml_100k, movielens
 from dlguide_recsys.interactions import build_interactions
 from dlguide_recsys.sampling import NegativeSampler, sample_unseen
 from dlguide_recsys.splits import split_interactions
 
 
 def test_ml100k_is_read_from_the_recbole_package_with_features():
-    raw = load_raw("ml-100k", None)
+    raw = ml_100k(None)
     data = build_interactions(raw)
     assert (data.n_users, data.n_items, len(data.users)) == (943, 1682, 100_000)
     assert data.titles[data.item_ids.index("50")] == "Star Wars"
@@ -31,7 +31,7 @@ def test_missing_recbole_says_what_to_install(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "recbole" else real(name))
     with pytest.raises(UsageError, match=r"pip install --no-deps recbole"):
-        load_raw("ml-100k", None)
+        ml_100k(None)
 
 
 def test_movielens_100k_files(tmp_path):
@@ -43,7 +43,7 @@ def test_movielens_100k_files(tmp_path):
     (tmp_path / "u.item").write_bytes(
         ("10|Am\xe9lie (2001)|01-Jan-2001||http://x|" + "|".join(comedy) + "\n"
          "20|Heat (1995)|01-Jan-1995||http://y|" + "|".join(flags) + "\n").encode("latin-1"))
-    data = build_interactions(load_raw("movielens", tmp_path))
+    data = build_interactions(movielens(tmp_path))
     assert (data.n_users, data.n_items) == (2, 2)
     assert data.titles == ["Amélie (2001)", "Heat (1995)"]
     assert data.user_features.vocab["age"] == ["18-24", "50-55"]
@@ -57,7 +57,7 @@ def test_movielens_1m_and_20m_files(tmp_path):
     (one_m / "users.dat").write_text("1::F::1::10::48067\n2::M::56::16::70072\n")
     (one_m / "movies.dat").write_text("1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n"
                                       "661::James and the Giant Peach (1996)::Animation|Children's|Musical\n")
-    data = build_interactions(load_raw("movielens", one_m))
+    data = build_interactions(movielens(one_m))
     assert (data.n_users, data.n_items, len(data.users)) == (2, 2, 3)
     assert data.user_features.vocab["age"] == ["56+", "under 18"]
     assert data.item_features.vocab["decade"] == ["1970s", "1990s"]
@@ -66,7 +66,7 @@ def test_movielens_1m_and_20m_files(tmp_path):
     (twenty_m / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,2,3.5,1112486027\n1,29,3.5,1112484676\n")
     (twenty_m / "movies.csv").write_text('movieId,title,genres\n2,Jumanji (1995),Adventure|Fantasy\n'
                                          '29,"City of Lost Children, The (1995)",(no genres listed)\n')
-    data = build_interactions(load_raw("movielens", twenty_m))
+    data = build_interactions(movielens(twenty_m))
     assert data.titles == ["Jumanji (1995)", "City of Lost Children, The (1995)"]
     assert data.item_features.vocab["genres"] == ["Adventure", "Fantasy"]
 
@@ -74,21 +74,21 @@ def test_movielens_1m_and_20m_files(tmp_path):
 def test_missing_columns_and_unreadable_values_are_one_line_errors(tmp_path):
     (tmp_path / "interactions.csv").write_text("user,product\n1,2\n")
     with pytest.raises(UsageError, match=r"interactions.csv lacks column\(s\) 'item'; expected a header with user,item"):
-        load_raw("interactions", tmp_path)
+        interactions_csv(tmp_path)
     (tmp_path / "interactions.csv").write_text("user,item,rating\n1,2,five\n")
     with pytest.raises(UsageError, match=r"rating 'five' is not a number"):
-        load_raw("interactions", tmp_path)
+        interactions_csv(tmp_path)
     (tmp_path / "interactions.csv").write_text("user,item\n1,2\n")
     (tmp_path / "items.csv").write_text("id,title\n2,Two\n")
     with pytest.raises(UsageError, match=r"items.csv lacks column\(s\) 'item'"):
-        load_raw("interactions", tmp_path)
+        interactions_csv(tmp_path)
     with pytest.raises(UsageError, match=r"holds no MovieLens ratings file"):
-        load_raw("movielens", tmp_path)
+        movielens(tmp_path)
 
 
 def test_duplicates_are_dropped_and_counted(tmp_path, caplog):
     (tmp_path / "interactions.csv").write_text("user,item,rating,timestamp\n1,2,1,5\n1,2,5,9\n1,3,4,1\n1,2,2,7\n")
-    data = build_interactions(load_raw("interactions", tmp_path), rating_threshold=4)
+    data = build_interactions(interactions_csv(tmp_path), rating_threshold=4)
     assert len(data.users) == 2  # (1, 2) kept once, with its latest rating 5, and (1, 3)
     assert data.notes == ["2 duplicate (user, item) interactions in interactions.csv in "
                           f"{tmp_path} were dropped, keeping the latest of each"]
@@ -98,7 +98,7 @@ def test_duplicates_are_dropped_and_counted(tmp_path, caplog):
 def test_threshold_and_k_core(tmp_path):
     rows = ["user,item,rating"] + [f"{u},{i},{1 + (u + i) % 5}" for u in range(6) for i in range(6) if u + i < 8]
     (tmp_path / "interactions.csv").write_text("\n".join(rows) + "\n")
-    raw = load_raw("interactions", tmp_path)
+    raw = interactions_csv(tmp_path)
     liked = build_interactions(raw, rating_threshold=4)
     assert len(liked.users) == sum(1 + (u + i) % 5 >= 4 for u in range(6) for i in range(6) if u + i < 8)
     core = build_interactions(raw, min_user_interactions=4, min_item_interactions=4)
@@ -108,7 +108,7 @@ def test_threshold_and_k_core(tmp_path):
 
 
 def test_random_split_is_per_user_and_seeded(clustered_dir):
-    data = build_interactions(load_raw("interactions", clustered_dir))
+    data = build_interactions(interactions_csv(clustered_dir))
     split = split_interactions(data, "random", [0.8, 0.1, 0.1], seed=3)
     assert sorted(np.concatenate([split.train, split.val, split.test]).tolist()) == list(range(len(data.users)))
     # 14 interactions each: train up to round(14 * 0.8) = 11, validation up to round(14 * 0.9) = 13
@@ -120,7 +120,7 @@ def test_random_split_is_per_user_and_seeded(clustered_dir):
 
 
 def test_leave_one_out_holds_out_the_latest_and_temporal_cuts_globally(clustered_dir):
-    data = build_interactions(load_raw("interactions", clustered_dir))
+    data = build_interactions(interactions_csv(clustered_dir))
     loo = split_interactions(data, "leave-one-out", [0.8, 0.1, 0.1], seed=0)
     assert len(loo.test) == len(loo.val) == data.n_users
     for u in range(data.n_users):
@@ -134,7 +134,7 @@ def test_leave_one_out_holds_out_the_latest_and_temporal_cuts_globally(clustered
 
 def test_time_splits_need_timestamps(tmp_path):
     (tmp_path / "interactions.csv").write_text("user,item\n1,2\n1,3\n1,4\n")
-    data = build_interactions(load_raw("interactions", tmp_path))
+    data = build_interactions(interactions_csv(tmp_path))
     with pytest.raises(UsageError, match="no timestamps; use split=random"):
         split_interactions(data, "leave-one-out", [0.8, 0.1, 0.1], seed=0)
 
@@ -142,7 +142,7 @@ def test_time_splits_need_timestamps(tmp_path):
 def test_negatives_avoid_training_items_and_change_per_epoch(clustered_dir):
     import torch
 
-    data = build_interactions(load_raw("interactions", clustered_dir))
+    data = build_interactions(interactions_csv(clustered_dir))
     train = data.matrix()
     sampler = NegativeSampler(train, seed=0)
     users = torch.arange(data.n_users).repeat_interleave(5)

@@ -1,5 +1,5 @@
-"""recsys.rank end to end on small files: every model through the Trainer, the stored
-protocol, exact resume of an implicit model, predict and eval, and bad settings."""
+"""recsys.rank end to end on small files: every model through the Trainer (and through a
+wrapped model only), the stored protocol, exact resume of an implicit model, eval, and bad settings."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from safetensors.torch import load_file
 
 import dlguide_recsys.plugin
-from dlguide._errors import UsageError
-from dlguide._runs import evaluate_run, predict_run, resume_run, run_task
+from dlguide import UsageError, evaluate_run, predict_run, resume_run, run_task
+from dlguide.testing import GuardedStrategy
 
 # 40 items: cut-offs 5 and 10; lr suits a few dozen batches
 SMALL = ["dataset=interactions", "topk=[5,10]", "monitor=val/ndcg@5", "lr=0.05", "batch_size=128", "seed=0",
@@ -40,12 +40,27 @@ def test_plugin_module_imports_nothing_heavy():
     assert out.stdout.strip() == "[]"
 
 
-def test_every_registered_target_loads(runtime):
-    names = {e.name for e in runtime.registry.entries() if e.owner == "recsys"}
-    assert {"recsys.rank", "recsys.mf", "recsys.neumf", "recsys.two-tower", "recsys.popularity", "recsys.implicit",
-            "recsys.ml-100k", "recsys.movielens", "recsys.interactions"} <= names
+def test_every_registered_target_loads_and_models_and_datasets_are_built_for_the_task(runtime):
+    assert runtime.registry.choices("model", "recsys.rank") == ["als", "bpr", "mf", "neumf", "popularity",
+                                                               "two-tower"]
+    assert runtime.registry.choices("dataset", "recsys.rank") == ["interactions", "ml-100k", "movielens"]
     for entry in runtime.registry.entries():
         assert callable(entry.load()), entry.name
+
+
+@pytest.mark.parametrize("model", ["popularity", "als", "bpr", "mf", "neumf", "two-tower"])
+def test_every_model_calls_its_network_through_the_wrapped_model(runtime, clustered_dir, tmp_path, model):
+    # GuardedStrategy fails any forward pass around task.model, as DDP would train it unsynchronised
+    result = run_task("recsys.rank", runtime=runtime, out=tmp_path / model, progress="none",
+                      strategy=GuardedStrategy(device="cpu"),
+                      overrides=[*SMALL, f"data_dir={clustered_dir}", f"model={model}", "fast_dev_run=true"])
+    assert (result.run_dir / "model.safetensors").is_file() and "test/ndcg@5" in result.metrics
+
+
+def test_softmax_loss_calls_the_network_through_the_wrapped_model(runtime, clustered_dir, tmp_path):
+    run_task("recsys.rank", runtime=runtime, out=tmp_path / "softmax", progress="none",
+             strategy=GuardedStrategy(device="cpu"),
+             overrides=[*SMALL, f"data_dir={clustered_dir}", "model=mf", "loss=softmax", "fast_dev_run=true"])
 
 
 @pytest.mark.parametrize("model", ["als", "bpr", "mf", "neumf", "two-tower", "mf-softmax"])
@@ -91,6 +106,10 @@ def test_two_tower_without_ids_ranks_from_features_alone(runtime, clustered_dir,
                       overrides=[*SMALL, f"data_dir={clustered_dir}", "model=two-tower", "use_ids=false", "epochs=8"])
     # the users' group feature and the items' genre feature say everything about these tastes
     assert result.metrics["test/hit_rate@5"] > 0.7
+    # a loaded run builds its model without the data: the feature codes come from its weights
+    _, rows = predict_run(result.run_dir, ["u0", "u1"], runtime=runtime)
+    assert all(int(r["item"][1:]) < 20 for r in rows[0]["items"][:5])
+    assert all(int(r["item"][1:]) >= 20 for r in rows[1]["items"][:5])
 
 
 def test_resumed_als_run_ends_with_the_same_factors(runtime, clustered_dir, tmp_path):
@@ -106,7 +125,8 @@ def test_resumed_als_run_ends_with_the_same_factors(runtime, clustered_dir, tmp_
 
 
 def test_predict_and_eval_use_the_saved_run(runs, runtime):
-    lines = predict_run(runs["mf"].run_dir, ["u0", "nobody"], runtime=runtime)
+    task, rows = predict_run(runs["mf"].run_dir, ["u0", "nobody"], runtime=runtime)
+    lines = [task.format_prediction(row) for row in rows]
     assert lines[0].startswith("user u0: Film ") and lines[0].count(";") == 9
     assert lines[1].startswith("user nobody (user nobody is not in this run's data: the 10 most popular")
     again = evaluate_run(runs["mf"].run_dir, runtime=runtime)
@@ -119,7 +139,10 @@ def test_predict_and_eval_use_the_saved_run(runs, runtime):
     (["topk=[50]", "monitor=val/ndcg@50"], "topk 50 is larger than the catalogue of 40 items"),
     (["topk=[5]", "monitor=val/ndcg@10"], "monitor 'val/ndcg@10' needs k=10 among topk [5]"),
     (["split_ratios=[0.8,0.3,0.1]"], "invalid value for 'split_ratios'"),
-    (["model=svd"], "invalid value for 'model': 'svd'; expected one of popularity, als, bpr, mf, neumf, two-tower"),
+    (["model=svd"], "invalid value for 'model': 'svd'; registered models: als, bpr, mf, neumf, popularity, "
+                    "two-tower"),
+    (["dataset=netflix"], "invalid value for 'dataset': 'netflix'; registered datasets: interactions, ml-100k, "
+                          "movielens"),
     (["split=temporal", "dataset=interactions"], None),
 ])
 def test_bad_settings_are_one_line_usage_errors(runtime, clustered_dir, tmp_path, sets, message):
@@ -141,3 +164,6 @@ def test_test_users_without_training_interactions_are_left_out_with_a_note(runti
     meta = json.loads((result.run_dir / "task.json").read_text())
     assert any("test users have no training interactions and are left out" in n for n in meta["notes"])
     assert "left out of the test ranking" in caplog.text
+    _, rows = predict_run(result.run_dir, ["late", "1"], runtime=runtime)
+    assert rows[0]["note"] == "user late has no training interactions: the 10 most popular items instead"
+    assert rows[1]["note"] == "" and len(rows[1]["items"]) == 3  # user 1 rated all but 3 of the 10 items

@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from dlguide._cli import main
-from dlguide._runs import run_task
-from dlguide_recsys.datasets import load_raw
+from dlguide import run_task
+from dlguide_recsys.datasets import ml_100k
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def test_top_items_for_a_user_have_titles_and_exclude_what_they_rated(ml100k_run
     assert result["note"] == "" and [r["rank"] for r in result["rows"]] == list(range(1, 11))
     scores = [r["score"] for r in result["rows"]]
     assert scores == sorted(scores, reverse=True)
-    inter = load_raw("ml-100k", None).interactions
+    inter = ml_100k(None).interactions
     rated = set(inter.loc[inter["user"] == "196", "item"])
     assert not rated & {r["item"] for r in result["rows"]}
     assert all(r["title"] and r["title"] != r["item"] for r in result["rows"])
@@ -81,6 +81,6 @@ def test_popularity_has_no_item_vectors(ml100k_runs, capsys):
 def test_command_line_exit_code(ml100k_runs):
     env = {**os.environ, "DLGUIDE_DISABLE_PLUGINS": "vision,nlp,medical"}
     res = subprocess.run([sys.executable, "-m", "dlguide", "recommend", str(ml100k_runs["mf"]), "--user", "196",
-                          "-k", "2000"], capture_output=True, text=True, env=env, timeout=120)
+                          "-k", "2000"], capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1].startswith("dlguide: error: -k 2000 is larger than the")

@@ -4,6 +4,10 @@
     movielens     data_dir holding MovieLens 100k (u.data), 1M (ratings.dat) or 20M/25M/latest (ratings.csv)
     interactions  data_dir/interactions.csv (user,item[,rating,timestamp]) with optional users.csv and items.csv
 
+Each is registered for ``recsys.rank`` (``--set dataset=NAME``) as a loader called as
+``loader(data_dir: Path | None) -> RawData``, with the run's ``data_dir``; a loader of another
+package registered for the task follows the same signature.
+
 Features are categorical text: a column per feature, several values of one feature joined
 by ``|`` (a film's genres). An items table may have a ``title`` column, used for display only.
 """
@@ -12,14 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from dlguide._errors import UsageError
-from dlguide._resources import package_file
+from dlguide import UsageError, first_line, package_file
 
 ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
                  "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
@@ -63,7 +66,7 @@ def _read_table(path: Path, sep: str, names: Sequence[str] | None, encoding: str
             frame = pd.read_csv(path, sep=sep, header=None if names else 0, dtype=str, encoding=encoding,
                                 keep_default_na=False, quoting=3 if sep != "," else 0)
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise UsageError(f"cannot read {path}: {str(exc).strip().splitlines()[0]}") from None
+        raise UsageError(f"cannot read {path}: {first_line(exc)}") from None
     if names:
         if frame.shape[1] < len(names):
             raise UsageError(f"{path} has {frame.shape[1]} columns; expected {len(names)} ({', '.join(names)})")
@@ -229,14 +232,3 @@ def interactions_csv(data_dir: Path | None) -> RawData:
             tables[kind] = table.set_index(table[kind].str.strip()).drop(columns=[kind])
     return RawData(f"interactions.csv in {data_dir}", _interactions(frame, path), tables.get("user"),
                    tables.get("item"))
-
-
-LOADERS: dict[str, Callable[[Path | None], RawData]] = {
-    "ml-100k": ml_100k,
-    "movielens": movielens,
-    "interactions": interactions_csv,
-}
-
-
-def load_raw(name: str, data_dir: Path | None) -> RawData:
-    return LOADERS[name](data_dir)

@@ -5,11 +5,15 @@ gradient does), so checkpoints, best-epoch selection, resume and the safetensors
 as for the torch models. Each epoch hands the current factors to a fresh implicit model, runs
 one iteration (an ALS sweep, a BPR pass over the interactions) and copies the factors back.
 implicit's GPU implementations are used when the run's device is CUDA and implicit was built with it.
+
+``build_als`` and ``build_bpr`` are registered for ``recsys.rank`` as ``builder(config, meta)``;
+``meta`` is described in models.py. The task fits the module with ``fit_iteration``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -17,6 +21,9 @@ import torch
 from torch import nn
 
 from dlguide_recsys.models import Recommender
+
+if TYPE_CHECKING:
+    from dlguide_recsys.rank import RankingConfig
 
 
 class ImplicitFactors(Recommender):
@@ -40,8 +47,13 @@ class ImplicitFactors(Recommender):
         return self.item_factors
 
 
-def factor_width(model: str, factors: int) -> int:
-    return factors + 1 if model == "bpr" else factors
+def build_als(config: RankingConfig, meta: Mapping[str, Any]) -> ImplicitFactors:
+    return ImplicitFactors(int(meta["n_users"]), int(meta["n_items"]), config.embedding_dim)
+
+
+def build_bpr(config: RankingConfig, meta: Mapping[str, Any]) -> ImplicitFactors:
+    # implicit's BPR adds the item bias as one more factor
+    return ImplicitFactors(int(meta["n_users"]), int(meta["n_items"]), config.embedding_dim + 1)
 
 
 def _implicit_model(kind: str, factors: int, settings: dict[str, float], seed: int, use_gpu: bool) -> Any:

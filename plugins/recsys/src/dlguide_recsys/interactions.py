@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from dlguide._errors import UsageError
+from dlguide import UsageError
 from dlguide_recsys.datasets import RawData
 
 log = logging.getLogger("dlguide_recsys")

@@ -1,8 +1,11 @@
-"""The recommenders of recsys.rank as torch modules with one interface.
+"""The recommenders of recsys.rank as torch modules with one interface, and their builders.
 
-    score(users, items)  a score per (user, item) pair: higher ranks first
-    score_all(users)     ``B x n_items`` scores, for ranking the whole catalogue
+    model(users, items)  a score per (user, item) pair (any matching shapes): higher ranks first
+    model(users)         ``B x n_items`` scores, for ranking the whole catalogue
     item_vectors()       one vector per item for item-to-item similarity, or None
+
+``forward`` is the only entry point a run calls, so a distributed wrapper sees every pass;
+``score`` and ``score_all`` are what a model implements behind it.
 
     popularity  training interactions per item, the same list for everybody (fitted by counting)
     mf          matrix factorisation: user . item + item bias (Rendle et al. 2009, trained with BPR)
@@ -10,24 +13,46 @@
     two-tower   a user tower and an item tower over ids and categorical features, scored by a dot product
 
 ALS and BPR from the implicit library keep their factors in ``ImplicitFactors`` (implicit_models.py).
+
+Builders, registered for ``recsys.rank``, are called as ``builder(config, meta) -> nn.Module``
+with the run's ``RankingConfig`` and ``meta`` holding:
+
+    n_users, n_items   sizes of the dense user and item indices
+    user_features      {"sizes": {feature: embedding rows (values + 1 for "none")},
+    item_features       "widths": {feature: most values one user (item) has}}; empty without features
+    dataset, source, interactions, notes, protocol   what the data were (for people, not for models)
+
+A model of another package registered for ``recsys.rank`` trains by gradients with the
+task's loss if its ``forward(users, items=None)`` follows the interface above; subclassing
+``Recommender`` gives it ``score_all`` from ``score`` and the feature codes of the data.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from dlguide import UsageError
+
+if TYPE_CHECKING:
+    from dlguide_recsys.rank import RankingConfig
 
 # neumf scores every (user, item) pair through its MLP: chunks keep the activations small
 MAX_PAIRS_PER_CHUNK = 1 << 20
 
 
 class Recommender(nn.Module):
-    """Base: ``score_all`` from ``score`` by default, in chunks of items."""
+    """Base: ``forward`` dispatches to ``score`` or ``score_all``; ``score_all`` comes from
+    ``score`` by default, in chunks of items."""
 
     n_items: int
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
+        return self.score_all(users) if items is None else self.score(users, items)
 
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -45,6 +70,10 @@ class Recommender(nn.Module):
 
     def item_vectors(self) -> torch.Tensor | None:
         return None
+
+    def set_feature_codes(self, users: Mapping[str, np.ndarray], items: Mapping[str, np.ndarray]) -> None:
+        """Take the users' and items' categorical feature codes (``n x width`` per feature) from the
+        data of a run in training; models that read no features ignore them."""
 
 
 class Popularity(Recommender):
@@ -167,6 +196,10 @@ class TwoTower(Recommender):
         self.item_tower = Tower(n_items, dim, hidden, dropout, use_ids, item_features["sizes"],
                                 item_features["widths"])
 
+    def set_feature_codes(self, users: Mapping[str, np.ndarray], items: Mapping[str, np.ndarray]) -> None:
+        self.user_tower.set_codes(users)
+        self.item_tower.set_codes(items)
+
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return (self.user_tower(users) * self.item_tower(items)).sum(-1)
 
@@ -175,3 +208,26 @@ class TwoTower(Recommender):
 
     def item_vectors(self) -> torch.Tensor:
         return self.item_tower(torch.arange(self.n_items, device=self.item_tower.out.weight.device))
+
+
+# -- builders: (config, meta) -> module ----------------------------------------------------------
+def build_popularity(config: RankingConfig, meta: Mapping[str, Any]) -> Popularity:
+    return Popularity(int(meta["n_users"]), int(meta["n_items"]))
+
+
+def build_mf(config: RankingConfig, meta: Mapping[str, Any]) -> MatrixFactorization:
+    return MatrixFactorization(int(meta["n_users"]), int(meta["n_items"]), config.embedding_dim)
+
+
+def build_neumf(config: RankingConfig, meta: Mapping[str, Any]) -> NeuMF:
+    return NeuMF(int(meta["n_users"]), int(meta["n_items"]), config.embedding_dim, config.hidden, config.dropout)
+
+
+def build_two_tower(config: RankingConfig, meta: Mapping[str, Any]) -> TwoTower:
+    """The codes of the features start at zero: the task sets them from the data while training,
+    and a finished run's weights carry them (buffers)."""
+    if not config.use_ids and not (meta["user_features"]["sizes"] and meta["item_features"]["sizes"]):
+        raise UsageError("two-tower with use_ids=false needs user and item features (users.csv and "
+                         "items.csv, or the MovieLens user and movie files)")
+    return TwoTower(int(meta["n_users"]), int(meta["n_items"]), config.embedding_dim, config.hidden, config.dropout,
+                    config.use_ids, meta["user_features"], meta["item_features"])

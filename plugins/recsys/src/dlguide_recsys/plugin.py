@@ -16,21 +16,22 @@ def dlguide_register(registry: Registry) -> None:
         # MF with BPR loss on ml-100k: 6 epochs reach about 1.6x popularity's validation NDCG@10
         demo={"model": "mf", "epochs": 6},
     )
-    for name, attr, summary in (
-        ("popularity", "Popularity", "items ranked by training interactions, the same for every user"),
-        ("mf", "MatrixFactorization", "matrix factorisation (user . item + item bias), trained with BPR loss"),
-        ("neumf", "NeuMF", "neural collaborative filtering: GMF beside an MLP (He et al. 2017)"),
-        ("two-tower", "TwoTower", "user and item towers over ids and categorical features (hybrid)"),
+    # models and datasets built for recsys.rank: builder(config, meta) and loader(data_dir)
+    for name, target, summary in (
+        ("popularity", "models:build_popularity", "items ranked by training interactions, the same for every user"),
+        ("als", "implicit_models:build_als", "implicit's alternating least squares, one iteration per epoch"),
+        ("bpr", "implicit_models:build_bpr", "implicit's Bayesian personalised ranking, one pass per epoch"),
+        ("mf", "models:build_mf", "matrix factorisation (user . item + item bias), trained with BPR loss"),
+        ("neumf", "models:build_neumf", "neural collaborative filtering: GMF beside an MLP (He et al. 2017)"),
+        ("two-tower", "models:build_two_tower", "user and item towers over ids and categorical features (hybrid)"),
     ):
-        registry.add_model(f"recsys.{name}", f"dlguide_recsys.models:{attr}", summary)
-    registry.add_model("recsys.implicit", "dlguide_recsys.implicit_models:ImplicitFactors",
-                       "user and item factors fitted by implicit's ALS or BPR")
+        registry.add_model(f"recsys.{name}", f"dlguide_recsys.{target}", summary, tasks="recsys.rank")
     for name, attr, summary in (
         ("ml-100k", "ml_100k", "MovieLens 100k with user and item features, read from the recbole package"),
         ("movielens", "movielens", "MovieLens 100k, 1M, 20M/25M/latest files in data_dir"),
         ("interactions", "interactions_csv", "interactions.csv (user,item[,rating,timestamp]) + users/items.csv"),
     ):
-        registry.add_dataset(f"recsys.{name}", f"dlguide_recsys.datasets:{attr}", summary)
+        registry.add_dataset(f"recsys.{name}", f"dlguide_recsys.datasets:{attr}", summary, tasks="recsys.rank")
 
 
 def _recommend(args: argparse.Namespace) -> int:

@@ -5,44 +5,51 @@
     dlguide run recsys.rank --set model=neumf split=leave-one-out evaluation=sampled   # the NCF protocol
     dlguide recommend runs/mf --user 196 -k 10
     dlguide recommend runs/mf --item 50 --similar
+    dlguide predict runs/mf 196 1 42                               # top 10 per user id (a JSON value)
 
-Every model goes through the same Trainer loop, split and evaluation code. The torch models
-(mf, neumf, two-tower) take gradient steps on (user, positive, sampled negatives) batches.
-popularity, als and bpr are fitted by counting or by implicit: their one training "batch" per
-epoch is the whole training matrix (manual optimisation, no gradients); ALS and BPR run one
-implicit iteration per epoch, so validation picks their best epoch like any other model's,
-and popularity stops after its single epoch.
+Every model goes through the same Trainer loop, split and evaluation code, and every pass
+through ``self.model(users, items)`` or ``self.model(users)`` (the whole catalogue). Models
+and datasets are looked up in the registry (``--set model=NAME dataset=NAME``). The torch
+models (mf, neumf, two-tower, and any other registered model) take gradient steps on (user,
+positive, sampled negatives) batches. popularity, als and bpr are fitted by counting or by
+implicit: their one training "batch" per epoch is the whole training matrix (manual
+optimisation, no gradients); ALS and BPR run one implicit iteration per epoch, so validation
+picks their best epoch like any other model's, and popularity stops after its single epoch.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlguide._config import check_fractions, option
-from dlguide._errors import UsageError
-from dlguide._task import DataSplits, Task, TrainConfig
-from dlguide_recsys.datasets import LOADERS, load_raw
-from dlguide_recsys.implicit_models import ImplicitFactors, factor_width, fit_iteration
+from dlguide import DataSplits, RawInput, Task, TrainConfig, UsageError, check_fractions, option
+from dlguide_recsys.datasets import RawData
+from dlguide_recsys.implicit_models import ImplicitFactors, fit_iteration
 from dlguide_recsys.interactions import Interactions, build_interactions
 from dlguide_recsys.metrics import RANKING_METRICS, CatalogueCoverage, UserAverage, top_k
-from dlguide_recsys.models import MatrixFactorization, NeuMF, Popularity, Recommender, TwoTower
+from dlguide_recsys.models import Popularity, Recommender
+from dlguide_recsys.recommend import Catalogue, format_rows, top_items, write_catalogue
 from dlguide_recsys.sampling import NegativeSampler, PositivePairs, RankingRows, WholeMatrix, sample_unseen
 from dlguide_recsys.splits import SPLITS, split_interactions
 
 log = logging.getLogger("dlguide_recsys")
 
-GRADIENT_MODELS = ("mf", "neumf", "two-tower")
-MODELS = ("popularity", "als", "bpr", *GRADIENT_MODELS)
+# models fitted on the whole training matrix, not by gradients; any other registered model
+# (this plugin's mf, neumf and two-tower, or another package's) trains with the task's loss
+FITTED_MODELS = ("popularity", "als", "bpr")
+# items a prediction lists per user
+PREDICT_TOP_K = 10
 
 
 @dataclasses.dataclass
@@ -54,8 +61,9 @@ class RankingConfig(TrainConfig):
     weight_decay: float = option(3e-5, "L2 penalty of the torch models (decoupled for adamw)")
     monitor: str = option("val/ndcg@10", "metric that picks the best checkpoint and drives early stopping")
     dataset: str = option("ml-100k", "ml-100k (offline, from the recbole package, or u.data in data_dir), "
-                          "movielens (data_dir with u.data, ratings.dat or ratings.csv) or interactions "
-                          "(data_dir/interactions.csv, optional users.csv and items.csv)", choices=tuple(LOADERS))
+                          "movielens (data_dir with u.data, ratings.dat or ratings.csv), interactions "
+                          "(data_dir/interactions.csv, optional users.csv and items.csv) or another registered "
+                          "loader", registry="dataset")
     rating_threshold: float = option(0.0, "ratings at or above this count as positives, lower ones are dropped "
                                      "(0: every rated item is a positive)")
     min_user_interactions: int = option(0, "k-core: drop users with fewer interactions, repeatedly with items")
@@ -70,7 +78,8 @@ class RankingConfig(TrainConfig):
     exclude_train: bool = option(True, "full ranking leaves out the user's training (and, when testing, "
                                  "validation) items")
     topk: list[int] = option([10], "cut-offs k of the ranking metrics")
-    model: str = option("mf", "popularity, als, bpr (implicit), mf, neumf or two-tower", choices=MODELS)
+    model: str = option("mf", "popularity, als and bpr (implicit) are fitted on the training matrix; mf, neumf, "
+                        "two-tower and other registered models are trained with 'loss'", registry="model")
     embedding_dim: int = option(64, "embedding size of the torch models; factors of als and bpr")
     hidden: list[int] = option([64, 32, 16], "layer sizes of neumf's MLP and of each two-tower tower")
     dropout: float = option(0.0, "dropout in the MLPs of neumf and two-tower")
@@ -112,19 +121,24 @@ class RankingTask(Task):
 
     Config = RankingConfig
     config: RankingConfig
+    metric_modes: ClassVar[Mapping[str, str]] = {
+        **{name: "max" for name in RANKING_METRICS}, "coverage": "max", "bpr_correct": "max"}
+    input_kind: ClassVar[str] = "json"
 
     def __init__(self, config: RankingConfig, name: str = "") -> None:
         super().__init__(config, name)
         # popularity, als and bpr are not trained by gradients: they fit themselves in training_step
-        self.automatic_optimization = config.model in GRADIENT_MODELS  # type: ignore[misc]
+        self.automatic_optimization = config.model not in FITTED_MODELS  # type: ignore[misc]
         self.data: Interactions | None = None
         self.protocol: dict[str, str] = {}
-        self.catalogue: Any = None  # ids and titles of a loaded run, read by dlguide_recsys.recommend
 
     # -- data ---------------------------------------------------------------------------
     def build_data(self) -> DataSplits:
         cfg = self.config
-        raw = load_raw(cfg.dataset, cfg.data_dir)
+        raw = self.registered("dataset", cfg.dataset)(cfg.data_dir)
+        if not isinstance(raw, RawData):
+            raise UsageError(f"dataset recsys.{cfg.dataset} returned a {type(raw).__name__}, not the RawData of "
+                             "dlguide_recsys.datasets")
         data = build_interactions(raw, rating_threshold=cfg.rating_threshold,
                                   min_user_interactions=cfg.min_user_interactions,
                                   min_item_interactions=cfg.min_item_interactions)
@@ -143,7 +157,7 @@ class RankingTask(Task):
             cold = int((with_items & ~has_train).sum())
             if cold:
                 note = (f"{cold} {stage} users have no training interactions and are left out of the {stage} "
-                        "ranking (no model knows them; 'dlguide recommend' gives them popular items)")
+                        "ranking (no model knows them; 'dlguide predict' gives them popular items)")
                 notes.append(note)
                 log.warning("%s", note)
             users = np.flatnonzero(with_items & has_train)
@@ -162,7 +176,7 @@ class RankingTask(Task):
             "item_features": {"sizes": data.item_features.sizes, "widths": data.item_features.widths},
             "notes": notes, "protocol": self.protocol,
         }
-        if cfg.model in GRADIENT_MODELS:
+        if self.automatic_optimization:
             train = PositivePairs(data.users[split.train], data.items[split.train])
             self.sampler = NegativeSampler(self.train_matrix, cfg.seed)
         else:
@@ -205,26 +219,10 @@ class RankingTask(Task):
 
     # -- model --------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        cfg, meta = self.config, self.meta
-        n_users, n_items = int(meta["n_users"]), int(meta["n_items"])
-        model: Recommender
-        if cfg.model == "popularity":
-            model = Popularity(n_users, n_items)
-        elif cfg.model in ("als", "bpr"):
-            model = ImplicitFactors(n_users, n_items, factor_width(cfg.model, cfg.embedding_dim))
-        elif cfg.model == "mf":
-            model = MatrixFactorization(n_users, n_items, cfg.embedding_dim)
-        elif cfg.model == "neumf":
-            model = NeuMF(n_users, n_items, cfg.embedding_dim, cfg.hidden, cfg.dropout)
-        else:
-            if not cfg.use_ids and not (meta["user_features"]["sizes"] and meta["item_features"]["sizes"]):
-                raise UsageError("two-tower with use_ids=false needs user and item features (users.csv and "
-                                 "items.csv, or the MovieLens user and movie files)")
-            model = TwoTower(n_users, n_items, cfg.embedding_dim, cfg.hidden, cfg.dropout, cfg.use_ids,
-                             meta["user_features"], meta["item_features"])
-            if self.data is not None:
-                model.user_tower.set_codes(self.data.user_features.codes)
-                model.item_tower.set_codes(self.data.item_features.codes)
+        model = self.build_registered_model(self.config.model)
+        if self.data is not None and isinstance(model, Recommender):
+            # the feature codes are in the data only while training; a finished run's weights carry them
+            model.set_feature_codes(self.data.user_features.codes, self.data.item_features.codes)
         return model
 
     @property
@@ -236,35 +234,35 @@ class RankingTask(Task):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | Mapping[str, torch.Tensor]:
         if not self.automatic_optimization:
             return self._fit_whole_matrix()
+        assert self.model is not None
         users, positives = batch
         if self.loss_name == "softmax":
             # every item is a candidate: the positive's log-probability against the whole catalogue
-            return F.cross_entropy(self.model.score_all(users), positives)
-        epoch = self.trainer.epoch if self.trainer is not None else 0
+            return F.cross_entropy(self.model(users), positives)
+        epoch = self.run.epoch if self.run is not None else 0
         negatives = self.sampler.sample(users, self.config.num_negatives, epoch, batch_idx)
-        pos = self.model.score(users, positives)[:, None]
-        neg = self.model.score(users[:, None].expand_as(negatives), negatives)
+        # one pass scores each positive (column 0) beside its negatives
+        items = torch.cat([positives[:, None], negatives], dim=1)
+        logits = self.model(users[:, None].expand_as(items), items)
         if self.loss_name == "bpr":
-            return -F.logsigmoid(pos - neg).mean()
-        logits = torch.cat([pos, neg], dim=1)
+            return -F.logsigmoid(logits[:, :1] - logits[:, 1:]).mean()
         labels = torch.zeros_like(logits)
         labels[:, 0] = 1.0
         return F.binary_cross_entropy_with_logits(logits, labels)
 
     def _fit_whole_matrix(self) -> dict[str, torch.Tensor]:
-        cfg, model = self.config, self.model
+        cfg, module = self.config, self.module
         started = time.perf_counter()
-        if isinstance(model, Popularity):
-            model.fit(np.asarray(self.train_matrix.sum(axis=0)).ravel())
+        if isinstance(module, Popularity):
+            module.fit(np.asarray(self.train_matrix.sum(axis=0)).ravel())
             report: dict[str, float] = {}
-            if self.trainer is not None:  # counting twice gives the same counts
-                self.trainer.should_stop = True
-                self.trainer.stop_reason = "popularity is fitted in one epoch (it counts interactions)"
+            if self.run is not None:  # counting twice gives the same counts
+                self.run.stop("popularity is fitted in one epoch (it counts interactions)")
         else:
-            assert isinstance(model, ImplicitFactors)
+            assert isinstance(module, ImplicitFactors), f"model {cfg.model!r} is not fitted by implicit"
             settings = {"regularization": cfg.regularization, "alpha": cfg.als_alpha,
                         "learning_rate": cfg.bpr_learning_rate}
-            report = fit_iteration(model, cfg.model, self.train_matrix, cfg.embedding_dim, settings, cfg.seed)
+            report = fit_iteration(module, cfg.model, self.train_matrix, cfg.embedding_dim, settings, cfg.seed)
         report["fit_seconds"] = time.perf_counter() - started
         return {key: torch.tensor(value) for key, value in report.items()}
 
@@ -277,8 +275,9 @@ class RankingTask(Task):
         return metrics
 
     def validation_step(self, batch: Any, metrics: Mapping[str, Any]) -> None:
+        assert self.model is not None
         users, relevant, candidates = batch
-        top, valid = top_k(self.model.score_all(users), candidates, max(self.config.topk))
+        top, valid = top_k(self.model(users), candidates, max(self.config.topk))
         hits = relevant.gather(1, top) & valid
         n_relevant = (relevant & candidates).sum(1)
         for metric in metrics.values():
@@ -291,19 +290,42 @@ class RankingTask(Task):
         return dict(self.protocol)
 
     def write_artifacts(self, run_dir: Path, metrics: Mapping[str, Any]) -> list[Path]:
-        from dlguide_recsys.recommend import write_catalogue
-
         assert self.data is not None
         return write_catalogue(run_dir, self.data, self.train_matrix, self.seen)
 
-    def predict(self, inputs: Sequence[str]) -> list[dict[str, Any]]:
-        """Top-10 items for each user id given."""
-        from dlguide_recsys.recommend import recommend
+    # -- inference: a user id -> the user's top items ------------------------------------
+    @functools.cached_property
+    def catalogue(self) -> Catalogue:
+        """The ids, titles and users' items of a finished run (``catalogue.json``), read once."""
+        if self.run_dir is None:
+            raise UsageError("recommendations need a finished run directory (dlguide run recsys.rank --out DIR)")
+        return Catalogue.read(self.run_dir)
 
-        return [dataclasses.asdict(recommend(self, user, 10)) for user in inputs]
+    def user_id(self, raw: RawInput) -> str:
+        """The user id an input names, as text (the catalogue's ids are text: 196 and "196" are one user)."""
+        value = raw.value
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)) or not str(value).strip():
+            raise UsageError(f"input {raw.label!r} is not a user id; expected a JSON string or number")
+        return str(value).strip()
+
+    def decode(self, raw: RawInput) -> torch.Tensor:
+        """The user's model index, -1 for a user the model learnt nothing about (popular items instead)."""
+        return torch.tensor(self.catalogue.model_index(self.user_id(raw)), dtype=torch.int64)
+
+    def predict_step(self, batch: torch.Tensor) -> torch.Tensor:
+        """Scores of the whole catalogue for the known users (rows of index -1 stay NaN: not scored)."""
+        assert self.model is not None
+        known = batch >= 0
+        scores = torch.full((len(batch), int(self.meta["n_items"])), math.nan, device=batch.device)
+        if bool(known.any()):
+            scores[known] = self.model(batch[known]).float()
+        return scores
+
+    def encode(self, output: torch.Tensor, sample: torch.Tensor, raw: RawInput, *,
+               out_dir: Path | None = None) -> dict[str, Any]:
+        found = top_items(self.catalogue, self.user_id(raw), int(sample), output, PREDICT_TOP_K)
+        return {"user": found.query, "note": found.note, "items": found.rows}
 
     def format_prediction(self, row: Mapping[str, Any]) -> str:
-        from dlguide_recsys.recommend import format_rows
-
-        head = f"user {row['query']}" + (f" ({row['note']})" if row["note"] else "")
-        return head + ": " + "; ".join(format_rows(row["rows"], compact=True))
+        head = f"user {row['user']}" + (f" ({row['note']})" if row["note"] else "")
+        return head + ": " + "; ".join(format_rows(row["items"], compact=True))

@@ -14,12 +14,17 @@ import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from dlguide._errors import UsageError
+from dlguide import UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+    from dlguide_recsys.rank import RankingTask
 
 CATALOGUE = "catalogue.json"
 USER_ITEMS = "user_items.safetensors"
@@ -75,17 +80,15 @@ class Catalogue:
         data = json.loads(path.read_text(encoding="utf-8"))
         return cls(data["user_ids"], data["item_ids"], data["titles"], load_file(str(user_items)))
 
+    def model_index(self, user: str) -> int:
+        """The model's index of ``user``, or -1 when the model learnt nothing about the user: the
+        run does not know the id, or knows it without training interactions."""
+        index = self.user_index.get(user, -1)
+        return index if index >= 0 and int(self.tensors["train_user_counts"][index]) > 0 else -1
+
     def seen_items(self, user: int) -> Any:
         start, end = self.tensors["seen_indptr"][user:user + 2].tolist()
         return self.tensors["seen_indices"][start:end]
-
-
-def catalogue_of(task: Any) -> Catalogue:
-    if getattr(task, "catalogue", None) is None:
-        if task.run_dir is None:
-            raise UsageError("recommendations need a finished run directory (dlguide run recsys.rank --out DIR)")
-        task.catalogue = Catalogue.read(Path(task.run_dir))
-    return task.catalogue
 
 
 def _rows(catalogue: Catalogue, items: Sequence[int], scores: Sequence[float]) -> list[dict[str, Any]]:
@@ -100,43 +103,57 @@ def _check_k(k: int, available: int, what: str) -> None:
         raise UsageError(f"-k {k} is larger than the {available} {what}")
 
 
-def recommend(task: Any, user: str, k: int) -> Recommendations:
-    """The ``k`` best items for ``user`` that the user has not rated; popular items for a user the
-    run does not know (or knows without training interactions), with a note saying so."""
-    import torch
-
-    catalogue = catalogue_of(task)
-    n_items = len(catalogue.item_ids)
-    _check_k(k, n_items, "items of the catalogue")
-    index = catalogue.user_index.get(str(user).strip())
-    if index is None or int(catalogue.tensors["train_user_counts"][index]) == 0:
-        why = "is not in this run's data" if index is None else "has no training interactions"
+def top_items(catalogue: Catalogue, user: str, index: int, scores: torch.Tensor, k: int) -> Recommendations:
+    """At most ``k`` of the best-scored items the user has not rated, from the model's ``scores``
+    of the catalogue for model index ``index``; for index -1, popular items with a note saying why."""
+    if index < 0:
+        why = "is not in this run's data" if user not in catalogue.user_index else "has no training interactions"
         counts = catalogue.tensors["train_item_counts"].float()
-        top = counts.topk(k)
-        return Recommendations(str(user), f"user {user} {why}: the {k} most popular items instead",
+        top = counts.topk(min(k, len(counts)))
+        return Recommendations(user, f"user {user} {why}: the {len(top.indices)} most popular items instead",
                                _rows(catalogue, top.indices.tolist(), top.values.tolist()))
-    device = next(task.model.parameters()).device
-    with torch.no_grad():
-        scores = task.model.score_all(torch.tensor([index], device=device))[0].float().cpu()
+    scores = scores.float().clone()
     seen = catalogue.seen_items(index)
     scores[seen] = float("-inf")
-    _check_k(k, n_items - len(seen), f"items user {user} has not rated")
-    top = scores.topk(k)
-    return Recommendations(str(user), "", _rows(catalogue, top.indices.tolist(), top.values.tolist()))
+    top = scores.topk(min(k, len(scores) - len(seen)))
+    return Recommendations(user, "", _rows(catalogue, top.indices.tolist(), top.values.tolist()))
 
 
-def similar_items(task: Any, item: str, k: int) -> Recommendations:
+def recommend(task: RankingTask, user: str, k: int) -> Recommendations:
+    """The ``k`` best items for ``user``, through the task's own inference path (decode,
+    predict_step, the ranking of encode) as ``dlguide predict`` gives its top 10; a ``k``
+    beyond the items there are to recommend is a usage error."""
+    import torch
+
+    from dlguide import RawInput, model_device
+
+    catalogue = task.catalogue
+    n_items = len(catalogue.item_ids)
+    _check_k(k, n_items, "items of the catalogue")
+    raw = RawInput(value=user)
+    user_id, sample = task.user_id(raw), task.decode(raw)
+    index = int(sample)
+    if index >= 0:
+        _check_k(k, n_items - len(catalogue.seen_items(index)), f"items user {user_id} has not rated")
+    with torch.inference_mode():
+        scores = task.predict_step(sample[None].to(model_device(task.model)))[0].cpu()
+    return top_items(catalogue, user_id, index, scores, k)
+
+
+def similar_items(task: RankingTask, item: str, k: int) -> Recommendations:
     """The ``k`` items nearest to ``item`` by cosine similarity of the model's item vectors."""
     import torch
 
-    catalogue = catalogue_of(task)
+    from dlguide_recsys.models import Recommender
+
+    catalogue = task.catalogue
     index = catalogue.item_index.get(str(item).strip())
     if index is None:
         raise UsageError(f"item {item!r} is not in this run's catalogue (ids such as "
                          f"{', '.join(catalogue.item_ids[:3])})")
     _check_k(k, len(catalogue.item_ids) - 1, "other items of the catalogue")
     with torch.no_grad():
-        vectors = task.model.item_vectors()
+        vectors = task.module.item_vectors() if isinstance(task.module, Recommender) else None
         if vectors is None:
             raise UsageError(f"model {task.config.model!r} has no item vectors to compare; --similar needs mf, "
                              "neumf, two-tower, als or bpr")
@@ -158,7 +175,7 @@ def format_rows(rows: Sequence[Mapping[str, Any]], compact: bool = False) -> lis
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from dlguide._runs import load_run
+    from dlguide import load_run
 
     if (args.user is None) == (args.item is None):
         raise UsageError("recommend needs either --user ID or --item ID --similar")

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dlguide._errors import UsageError
+from dlguide import UsageError
 from dlguide_recsys.interactions import Interactions
 
 SPLITS = ("random", "leave-one-out", "temporal")
