@@ -11,6 +11,7 @@ import json
 import logging
 import random
 import re
+import shutil
 import subprocess
 import sys
 
@@ -78,16 +79,14 @@ def lstm_run(runtime, reviews_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def orphan_run(runtime, tmp_path_factory):
     """A GRU run whose training files were deleted once it finished: what it predicts with
-    (tokenizer, classes, lengths) must all be in its run directory. The empty folder stays:
-    the core checks that a saved data_dir exists when it loads a run's config."""
+    (tokenizer, classes, lengths) must all be in its run directory."""
     data = tmp_path_factory.mktemp("orphan-data")
     write_csv(data / "train.csv", reviews(400, 2))
     write_csv(data / "test.csv", reviews(100, 3))
     out = tmp_path_factory.mktemp("orphan") / "run"
     result = run_task("nlp.classify", overrides=[*LEARNS, "model=gru", f"data_dir={data}"], out=out,
                       runtime=runtime, progress="none")
-    for name in ("train.csv", "test.csv"):
-        (data / name).unlink()
+    shutil.rmtree(data)
     return result
 
 

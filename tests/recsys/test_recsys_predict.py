@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import shutil
+
 import pytest
 from conftest import write_clustered
 from safetensors.torch import load_file
@@ -26,8 +28,7 @@ def trained(runtime, tmp_path_factory):
     run = run_task("recsys.rank", runtime=runtime, out=tmp_path_factory.mktemp("runs") / "mf", progress="none",
                    overrides=["dataset=interactions", f"data_dir={data_dir}", "model=mf", "epochs=12", "seed=0",
                               "topk=[5,10]", "monitor=val/ndcg@5", "lr=0.05", "batch_size=128", "embedding_dim=16"])
-    for csv in data_dir.glob("*.csv"):
-        csv.unlink()
+    shutil.rmtree(data_dir)
     return run.run_dir, rated
 
 
