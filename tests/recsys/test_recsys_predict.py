@@ -5,7 +5,6 @@ bad inputs, and the same through ``dlguide predict``."""
 from __future__ import annotations
 
 import json
-
 import shutil
 
 import pytest
