@@ -1,21 +1,23 @@
 """vision.classify end to end: registration, a short real training run on digits, its
-pictures, predict on odd image files, and the one-line errors of bad settings."""
+pictures, predict on odd image files (paths and bytes, after the training data are gone),
+and the one-line errors of bad settings."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import dlguide_vision.plugin
+from dlguide import RawInput, UsageError, evaluate_run, load_run, predict, predict_run, run_task
 from dlguide._cli import main
-from dlguide._errors import UsageError
-from dlguide._runs import evaluate_run, predict_run, run_task
 
 LINE = re.compile(r"^(?P<path>.+): (?P<top>\S+ \(\d\.\d\d\)(, \S+ \(\d\.\d\d\)){2})$")
 
@@ -27,7 +29,7 @@ def digits_run(runtime, tmp_path_factory):
 
 
 def test_plugin_hooks_are_valid(dlguide_check_hooks):
-    assert sorted(dlguide_check_hooks(dlguide_vision.plugin)) == ["dlguide_add_commands", "dlguide_epoch_end", "dlguide_register"]
+    assert sorted(dlguide_check_hooks(dlguide_vision.plugin)) == ["dlguide_add_commands", "dlguide_register"]
 
 
 def test_plugin_module_imports_no_torch():
@@ -42,6 +44,14 @@ def test_every_registered_target_imports(runtime):
             "vision.mnist", "vision.fashion-mnist", "vision.kmnist", "vision.cifar10", "vision.imagefolder"} <= names
     for entry in runtime.registry.entries():
         assert callable(entry.load()), entry.name
+
+
+def test_models_and_datasets_are_the_registered_choices(runtime):
+    registry = runtime.registry
+    assert registry.choices("model", "vision.classify") == ["cnn", "lenet5", "resnet18"]
+    assert registry.choices("model", "vision.gan") == ["dcgan"]
+    datasets = ["cifar10", "digits", "fashion-mnist", "imagefolder", "kmnist", "mnist"]
+    assert registry.choices("dataset", "vision.classify") == registry.choices("dataset", "vision.gan") == datasets
 
 
 def test_short_digits_run_learns_and_draws(digits_run):
@@ -68,15 +78,16 @@ def test_predict_converts_odd_images(digits_run, runtime, tmp_path):
     Image.new("RGBA", (50, 70), (255, 0, 0, 128)).save(rgba)
     jpeg = tmp_path / "large.jpg"
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (1500, 2000, 3), dtype=np.uint8)).save(jpeg)
-    lines = predict_run(digits_run.run_dir, [str(gray), str(rgba), str(jpeg)], runtime=runtime)
+    task, rows = predict_run(digits_run.run_dir, [str(gray), str(rgba), str(jpeg)], runtime=runtime)
+    lines = [task.format_prediction(row) for row in rows]
     assert [LINE.match(line)["path"] for line in lines] == [str(gray), str(rgba), str(jpeg)]
-    for line in lines:
-        probs = [float(p) for p in re.findall(r"\((\d\.\d\d)\)", line)]
-        assert probs == sorted(probs, reverse=True) and sum(probs) <= 1.02
+    for row in rows:
+        probs = [p for _, p in row["top"]]
+        assert len(probs) == 3 and probs == sorted(probs, reverse=True) and sum(probs) <= 1.0001
+    assert json.loads(json.dumps(rows)) == rows  # JSON-safe as they are
 
 
 def test_predict_matches_the_training_conversion(digits_run, runtime, tmp_path):
-    from dlguide._runs import load_run
     from dlguide_vision.datasets import digits
 
     images, labels = digits().splits["train"]
@@ -85,21 +96,30 @@ def test_predict_matches_the_training_conversion(digits_run, runtime, tmp_path):
         path = tmp_path / f"{i}.png"
         Image.fromarray((images[i, 0].numpy() * 255).round().astype(np.uint8), "L").save(path)
         paths.append(str(path))
-    task = load_run(digits_run.run_dir, runtime=runtime)
-    import torch
-
+    task, rows = predict_run(digits_run.run_dir, paths, runtime=runtime)
     with torch.no_grad():
-        rows = task.predict(paths)
-        direct = task.model(task.normalize(images[:20])).argmax(1)
-    assert [row["top"][0][0] for row in rows] == [str(int(c)) for c in direct]
+        direct = task.model(task.normalize(images[:20])).softmax(1)
+    assert [row["top"][0][0] for row in rows] == [str(int(c)) for c in direct.argmax(1)]
+    assert [row["top"][0][1] for row in rows] == pytest.approx(direct.max(1).values.tolist(), abs=0.02)
+
+
+def test_predict_reads_image_bytes(digits_run, runtime, tmp_path):
+    path = tmp_path / "seven.png"
+    Image.new("L", (8, 8), 200).save(path)
+    task = load_run(digits_run.run_dir, runtime=runtime)
+    (from_bytes,) = predict(task, [RawInput(value=path.read_bytes(), name="upload.png")])
+    _, (from_path,) = predict_run(digits_run.run_dir, [str(path)], runtime=runtime)
+    assert from_bytes == {"input": "upload.png", "top": from_path["top"]}
+    assert task.format_prediction(from_bytes).startswith("upload.png: ")
 
 
 def test_predict_unreadable_file_is_named(digits_run, runtime, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")
-    with pytest.raises(UsageError, match=f"cannot read image {bad}"):
+    with pytest.raises(UsageError, match="^cannot read image bad.png: ") as info:
         predict_run(digits_run.run_dir, [str(bad)], runtime=runtime)
-    with pytest.raises(UsageError, match="cannot read image .*missing.png"):
+    assert "\n" not in str(info.value)
+    with pytest.raises(UsageError, match="input file not found: .*missing.png"):
         predict_run(digits_run.run_dir, [str(tmp_path / "missing.png")], runtime=runtime)
 
 
@@ -125,29 +145,40 @@ def write_folder(root, per_class=6):
             Image.fromarray(pixels).save(root / name / f"{i}.{'jpg' if i % 2 else 'png'}")
 
 
-def test_imagefolder_trains_and_predicts(runtime, tmp_path):
+@pytest.mark.slow
+def test_imagefolder_trains_then_predicts_without_its_data(runtime, tmp_path, capsys):
     write_folder(tmp_path / "images")
     result = run_task("vision.classify", runtime=runtime, progress="none", out=tmp_path / "run",
                       overrides=[f"data_dir={tmp_path / 'images'}", "dataset=imagefolder", "image_size=16",
                                  "epochs=8", "batch_size=4", "val_fraction=0.2", "test_fraction=0.2"])
     assert result.metrics["test/accuracy"] == 1.0
-    probe = tmp_path / "probe.png"
-    Image.new("RGB", (300, 100), (10, 220, 10)).save(probe)
-    (line,) = predict_run(result.run_dir, [str(probe)], runtime=runtime)
-    assert line.startswith(f"{probe}: green (")
+    shutil.rmtree(tmp_path / "images")  # predicting needs task.json and the weights only
+    probes = {}
+    for name, color in (("red", (220, 10, 10)), ("green", (10, 220, 10)), ("blue", (10, 10, 220))):
+        probes[name] = tmp_path / f"{name}.png"
+        Image.new("RGB", (300, 100), color).save(probes[name])
+    task, rows = predict_run(result.run_dir, [str(p) for p in probes.values()], runtime=runtime)
+    assert [row["top"][0][0] for row in rows] == list(probes)
+    assert [row["path"] for row in rows] == [str(p) for p in probes.values()]
+
+    assert main(["predict", str(result.run_dir), str(probes["green"])]) == 0
+    assert capsys.readouterr().out.startswith(f"{probes['green']}: green (")
+    assert main(["predict", str(result.run_dir), str(probes["blue"]), "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["path"] == str(probes["blue"]) and row["top"][0][0] == "blue"
 
 
 def test_weights_file_starts_a_run(runtime, digits_run, tmp_path):
     result = run_task("vision.classify", runtime=runtime, progress="none", out=tmp_path / "run",
                       overrides=[f"weights={digits_run.run_dir / 'model.safetensors'}", "epochs=1", "lr=1e-4",
-                                 "scheduler=none", "seed=0"])
-    assert result.metrics["test/accuracy"] > 0.8  # one slow epoch from scratch would not get there
+                                 "scheduler=none", "seed=0", "limit_train_batches=5"])
+    assert result.metrics["test/accuracy"] > 0.8  # five slow steps from scratch would not get there
 
 
 @pytest.mark.parametrize("sets, message", [
     (["val_fraction=0.5", "test_fraction=0.5"], "leave no training data"),
     (["val_fraction=0"], "no validation split"),
-    (["dataset=cifar"], "expected one of"),
+    (["dataset=cifar"], "'dataset': 'cifar'; registered datasets: cifar10, digits, .*did you mean 'cifar10'"),
     (["dataset=imagefolder"], "needs data_dir"),
     (["image_channels=2"], "expected one of 0, 1, 3"),
     (["weights=/no/such/file.safetensors"], "weights file not found"),

@@ -13,8 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from dlguide._errors import UsageError
+from dlguide import UsageError
 from dlguide_vision import datasets as ds
+
+IDX_LOADERS = {"mnist": ds.mnist, "fashion-mnist": ds.fashion_mnist, "kmnist": ds.kmnist}
 
 
 def write_idx(path, array):
@@ -68,9 +70,9 @@ def test_digits_convert_to_rgb_and_size():
 
 
 def test_missing_splits_are_stratified_seeded_and_test_ignores_val_fraction():
-    a = ds.load_images("digits", val_fraction=0.1, test_fraction=0.2, seed=7)
-    b = ds.load_images("digits", val_fraction=0.3, test_fraction=0.2, seed=7)
-    c = ds.load_images("digits", val_fraction=0.1, test_fraction=0.2, seed=8)
+    a = ds.load_images(ds.digits, val_fraction=0.1, test_fraction=0.2, seed=7)
+    b = ds.load_images(ds.digits, val_fraction=0.3, test_fraction=0.2, seed=7)
+    c = ds.load_images(ds.digits, val_fraction=0.1, test_fraction=0.2, seed=8)
     sizes = {name: len(labels) for name, (_, labels) in a.splits.items()}
     assert sum(sizes.values()) == 1797 and 340 <= sizes["test"] <= 380 and 130 <= sizes["val"] <= 160
     for name in ("train", "val", "test"):
@@ -79,18 +81,23 @@ def test_missing_splits_are_stratified_seeded_and_test_ignores_val_fraction():
     assert not torch.equal(a.splits["test"][0], c.splits["test"][0])
 
 
-def test_stratified_split_keeps_one_of_each_tiny_class():
+def test_missing_splits_keep_one_of_each_tiny_class():
     labels = torch.tensor([0, 0, 1, 1, 1, 2])
-    keep, take = ds.stratified_split(labels, 0.1, torch.Generator().manual_seed(0))
-    assert sorted(labels[take].tolist()) == [0, 1]
-    assert sorted(torch.cat([keep, take]).tolist()) == list(range(6))
+    images = torch.arange(6, dtype=torch.float32).reshape(6, 1, 1, 1)
+    data = ds.add_missing_splits(ds.Images(["a", "b", "c"], {"train": (images, labels)}), 0.0, 0.1, seed=0)
+    assert set(data.splits) == {"train", "test"}  # val_fraction 0: no validation split
+    assert sorted(data.splits["test"][1].tolist()) == [0, 1]  # one of each class that has two or more
+    index = {name: split[0].flatten().long() for name, split in data.splits.items()}  # each image holds its index
+    assert sorted(torch.cat(list(index.values())).tolist()) == list(range(6))  # none lost, none twice
+    for name, (_, split_labels) in data.splits.items():
+        assert torch.equal(labels[index[name]], split_labels), name  # images stay with their labels
 
 
 @pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST"),
                                           ("kmnist", "KMNIST")])
 def test_idx_datasets_read_torchvisions_raw_layout(tmp_path, name, folder):
     arrays = write_idx_dataset(tmp_path, folder)
-    data = ds.LOADERS[name](tmp_path)
+    data = IDX_LOADERS[name](tmp_path)
     train_images, train_labels = data.splits["train"]
     assert set(data.splits) == {"train", "test"}
     assert train_images.shape == (30, 1, 28, 28) and train_images.dtype == torch.uint8
@@ -103,7 +110,7 @@ def test_idx_datasets_read_torchvisions_raw_layout(tmp_path, name, folder):
 def test_idx_dataset_with_missing_files_names_folder_and_files(tmp_path, name, folder):
     write_idx(tmp_path / folder / "raw" / "train-images-idx3-ubyte", np.zeros((2, 28, 28), np.uint8))
     with pytest.raises(UsageError) as info:
-        ds.LOADERS[name](tmp_path)
+        IDX_LOADERS[name](tmp_path)
     message = str(info.value)
     assert str(tmp_path / folder / "raw") in message and "\n" not in message
     assert "train-labels-idx1-ubyte" in message and "t10k-images-idx3-ubyte" in message
@@ -270,7 +277,16 @@ def test_folder_without_class_subfolders(tmp_path):
 
 def test_imagefolder_needs_a_data_dir():
     with pytest.raises(UsageError, match="data_dir"):
-        ds.load_images("imagefolder")
+        ds.load_images(ds.imagefolder)
+
+
+def test_read_image_takes_a_path_or_bytes(tmp_path):
+    save(tmp_path / "x.png", "RGB", (30, 20), value=90)
+    from_path = ds.read_image(tmp_path / "x.png", 1, 8)
+    assert from_path.shape == (1, 8, 8)
+    assert torch.equal(from_path, ds.read_image((tmp_path / "x.png").read_bytes(), 1, 8))
+    with pytest.raises(UsageError, match="^cannot read image upload.png: "):
+        ds.read_image(b"junk", 1, 8, "upload.png")
 
 
 def test_channel_stats_scale_uint8_like_floats():

@@ -7,8 +7,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from dlguide._errors import UsageError
+from dlguide import UsageError
 from dlguide_vision import models
+from dlguide_vision.classify import ImageClassificationConfig
 
 
 @pytest.mark.parametrize("channels, size", [(1, 8), (1, 28), (3, 32)])
@@ -21,6 +22,17 @@ def test_models_map_images_to_logits(build, channels, size):
     model = build(channels, size).eval()
     with torch.no_grad():
         assert model(torch.rand(2, channels, size, size)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("name", ["cnn", "lenet5", "resnet18"])
+def test_registered_builders_read_the_config_and_meta(name):
+    config = ImageClassificationConfig(channels=[4, 8], activation="tanh", hidden=16)
+    meta = {"classes": ["a", "b", "c"], "channels": 3, "image_size": 12, "mean": [0.5] * 3, "std": [0.2] * 3}
+    model = getattr(models, f"build_{name}")(config, meta).eval()
+    with torch.no_grad():
+        assert model(torch.rand(2, 3, 12, 12)).shape == (2, 3)
+    if name != "resnet18":
+        assert any(isinstance(m, torch.nn.Tanh) for m in model.modules())
 
 
 def test_cnn_depth_is_the_number_of_channel_entries():

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
+    from dlguide._plugins import Runtime
     from dlguide._trainer import Trainer
 
 
@@ -55,6 +56,12 @@ class RunContext:
     def verbose(self) -> bool:
         """Whether the run prints progress (a task's own notes should follow it)."""
         return self._trainer.progress != "none"
+
+    @property
+    def runtime(self) -> Runtime:
+        """The plugins and registry of this run: a run started inside it (``run_task``, ``load_run``)
+        should use the same ones."""
+        return self._trainer.runtime
 
     @property
     def progress(self) -> str:

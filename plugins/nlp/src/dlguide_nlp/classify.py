@@ -28,8 +28,9 @@ from tokenizers import Tokenizer
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from dlguide import (DataSplits, RawInput, Task, TrainConfig, UsageError, check_fractions, check_held_out,
-                     classification_metrics, option, package_file, write_confusion_matrix)
+from dlguide import (CLASSIFICATION_METRIC_MODES, DataSplits, RawInput, Task, TrainConfig, UsageError,
+                     check_fractions, check_held_out, classification_metrics, option, package_file,
+                     write_confusion_matrix)
 from dlguide_nlp import models, tokenization
 from dlguide_nlp.datasets import TextData, add_missing_splits
 
@@ -112,8 +113,7 @@ class TextClassificationTask(Task):
 
     Config = TextClassificationConfig
     config: TextClassificationConfig
-    metric_modes: ClassVar[Mapping[str, str]] = {"accuracy": "max", "f1_macro": "max", "precision": "max",
-                                                 "recall": "max"}
+    metric_modes: ClassVar[Mapping[str, str]] = CLASSIFICATION_METRIC_MODES
     input_kind: ClassVar[str] = "text"
 
     def _own_run_dir(self) -> Path | None:

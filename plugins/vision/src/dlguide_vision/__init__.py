@@ -1,1 +1,1 @@
-"""dlguide-vision: image classification (and, later, image generation) as a dlguide plugin."""
+"""dlguide-vision: image classification (``vision.classify``) and generation (``vision.gan``) as a dlguide plugin."""

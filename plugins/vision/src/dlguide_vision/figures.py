@@ -9,6 +9,8 @@ from typing import NamedTuple
 
 import torch
 
+from dlguide import figure
+
 
 class Mistake(NamedTuple):
     """One misclassified image (``C x H x W``, uint8 or float in [0, 1]) with its labels."""
@@ -22,8 +24,6 @@ class Mistake(NamedTuple):
 def misclassified_grid(mistakes: Sequence[Mistake], classes: Sequence[str], path: Path) -> Path:
     """A square grid of misclassified images titled ``true -> predicted (probability)``."""
     from torchvision.transforms.v2 import functional as TF
-
-    from dlguide._plots import figure
 
     cols = max(1, math.ceil(math.sqrt(len(mistakes))))
     rows = max(1, math.ceil(len(mistakes) / cols))
@@ -59,20 +59,8 @@ def save_grid(images: torch.Tensor, path: Path, per_row: int = 8) -> Path:
     return path
 
 
-def save_images(images: torch.Tensor, folder: Path) -> list[Path]:
-    """Each image in [0, 1] as its own PNG at its own size: ``sample_0000.png``, ..."""
-    from torchvision.utils import save_image
-
-    paths = [folder / f"sample_{i:04d}.png" for i in range(len(images))]
-    for image, path in zip(images, paths):
-        save_image(image, path)
-    return paths
-
-
 def class_histogram(shares: Sequence[float], classes: Sequence[str], path: Path, title: str) -> Path:
     """Bars of the share of generated images per class, with the uniform share marked."""
-    from dlguide._plots import figure
-
     fig = figure(max(5.0, 0.5 * len(classes) + 2), 3.5)
     ax = fig.subplots()
     ax.bar(range(len(classes)), shares, color="tab:blue")

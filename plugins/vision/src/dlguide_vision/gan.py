@@ -2,11 +2,14 @@
 
     dlguide run vision.gan --out runs/gan                           # sklearn's 8x8 digits
     dlguide run vision.gan --set dataset=mnist epochs=8 --out runs/mnist-gan
-    dlguide generate runs/gan --n 64 --out samples/
+    dlguide predict runs/gan 0 1 2 --out samples/                  # one image per seed: sample_seed<S>.png
+    dlguide generate runs/gan --n 64 --out samples/                # seeds 0..63 and their grid.png
 
 The task steps its two optimizers itself: the discriminator on real and generated images,
 then the generator against the updated discriminator. A grid of the same 64 noise vectors
 is drawn after every epoch (``samples/epoch_NNN.png``), so a person can watch it learn.
+Every pass goes through the run's wrapped model, ``self.model(x, mode=...)`` (see
+``dlguide_vision.gan_models``).
 
 Quality is measured by a ``vision.classify`` model of the same data (``classifier=RUN``,
 or trained on the fly into ``<run>/classifier``): see ``dlguide_vision.gan_quality``. Per
@@ -20,24 +23,22 @@ import dataclasses
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 from torch import nn
 from torchmetrics import MeanMetric
 from torchvision.transforms.v2 import functional as TF
 
-from dlguide._checkpoint import capture_rng, restore_rng
-from dlguide._config import check_fractions, option
-from dlguide._errors import UsageError
-from dlguide._optim import build_optimizer
-from dlguide._task import DataSplits, Task
-from dlguide_vision.config import ImageDataConfig
-from dlguide_vision.datasets import ImageDataset, load_images
-from dlguide_vision.gan_models import DCGAN, layout
+from dlguide import (DataSplits, RawInput, Task, UsageError, build_optimizer, check_fractions, load_run, model_device,
+                     option, predict, run_task)
+from dlguide_vision.config import ImageDataConfig, load_task_images
+from dlguide_vision.datasets import ImageDataset
+from dlguide_vision.gan_models import layout
 from dlguide_vision.gan_quality import CONFIDENT, ClassifierScorer, frechet_metric, prefixed, sample_quality
 
 GRID = 64  # samples in the per-epoch grid: 8 x 8
+MAX_SEED = 2**63  # seeds of torch.Generator.manual_seed that every platform takes
 
 
 @dataclasses.dataclass
@@ -48,6 +49,7 @@ class ImageGenerationConfig(ImageDataConfig):
     lr: float = option(2e-4, "learning rate of both players")
     beta1: float = option(0.5, "Adam's first-moment decay for both players (DCGAN: 0.5)")
     monitor: str = option("val/frechet_distance", "metric that picks the best checkpoint")
+    model: str = option("dcgan", "dcgan, or a GAN another package registers for vision.gan", registry="model")
     latent_dim: int = option(64, "length of the generator's input noise vector")
     g_features: int = option(32, "feature maps of the generator's last hidden layer (doubling towards the input)")
     d_features: int = option(32, "feature maps of the discriminator's first layer (doubling towards the output)")
@@ -92,6 +94,11 @@ class ImageGenerationTask(Task):
     Config = ImageGenerationConfig
     config: ImageGenerationConfig
     automatic_optimization = False
+    metric_modes: ClassVar[Mapping[str, str]] = {"frechet_distance": "min", "confidence": "max",
+                                                 "confident_share": "max"}
+    # predict: a seed -> one generated image, written as sample_seed<seed>.png
+    input_kind = "json"
+    writes_files = True
 
     def __init__(self, config: ImageGenerationConfig, name: str = "") -> None:
         super().__init__(config, name)
@@ -103,9 +110,7 @@ class ImageGenerationTask(Task):
     # -- data and model -----------------------------------------------------------------
     def build_data(self) -> DataSplits:
         cfg = self.config
-        data = load_images(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, channels=cfg.image_channels,
-                           image_size=cfg.image_size, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
-                           seed=cfg.seed)
+        data = load_task_images(self)
         try:
             layout(data.image_size)
         except ValueError as exc:
@@ -121,28 +126,25 @@ class ImageGenerationTask(Task):
         return DataSplits(*(ImageDataset(*data.splits[s]) for s in ("train", "val", "test")))
 
     def _scorer(self) -> ClassifierScorer:
-        """The judging classifier: the one named in the config, or one trained now into the run directory."""
-        from dlguide._runs import load_run, run_task
-
-        cfg, trainer = self.config, self.trainer
-        assert trainer is not None
-        path = cfg.classifier or trainer.run_dir.path / "classifier"
+        """The judging classifier: the one named in the config, or one trained now into the run
+        directory (a run inside this run, which leaves this run's random stream as it found it)."""
+        cfg, run = self.config, self.run
+        assert run is not None
+        path = cfg.classifier or run.run_dir / "classifier"
         if cfg.classifier is None and not (path / "model.safetensors").is_file():
             if path.exists():
                 raise UsageError(f"{path} holds an unfinished classifier run; finish it with 'dlguide resume {path}' "
                                  "or delete it")
             epochs = cfg.classifier_epochs or (20 if cfg.dataset == "digits" else 3)
-            if trainer.progress != "none":
+            if run.verbose:
                 print(f"{self.name}: training the scoring classifier (vision.classify, {epochs} epochs) into {path}",
                       file=sys.stderr, flush=True)
-            rng = capture_rng()  # the classifier's training must not shift this run's random stream
-            run_task("vision.classify", out=path, runtime=trainer.runtime, progress=trainer.progress,
+            run_task("vision.classify", out=path, progress=run.progress, runtime=run.runtime,
                      base={"dataset": cfg.dataset, "data_dir": cfg.data_dir, "download": cfg.download,
                            "image_size": self.meta["image_size"], "image_channels": self.meta["channels"],
                            "val_fraction": cfg.val_fraction, "test_fraction": cfg.test_fraction, "seed": cfg.seed,
-                           "device": cfg.device, "epochs": epochs})
-            restore_rng(rng)
-        judge = load_run(path, runtime=trainer.runtime)
+                           "deterministic": cfg.deterministic, "device": cfg.device, "epochs": epochs})
+        judge = load_run(path, runtime=run.runtime)
         if judge.name != "vision.classify":
             raise UsageError(f"classifier {path} is a {judge.name} run; expected a vision.classify run")
         scorer = ClassifierScorer(judge)
@@ -150,13 +152,13 @@ class ImageGenerationTask(Task):
         return scorer
 
     def build_model(self) -> nn.Module:
-        cfg, meta = self.config, self.meta
-        return DCGAN(cfg.latent_dim, int(meta["channels"]), int(meta["image_size"]), cfg.g_features, cfg.d_features,
-                     ema=cfg.ema_decay > 0, extra_layers=cfg.extra_layers)
+        """The registered model ``config.model`` (see ``dlguide_vision.gan_models`` for what it must offer)."""
+        return self.build_registered_model(self.config.model)
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         """One optimizer per player, generator first."""
-        cfg = self.config
+        cfg, gan = self.config, self.module
+        assert gan is not None
 
         def make(module: nn.Module) -> torch.optim.Optimizer:
             if cfg.optimizer in ("adam", "adamw"):
@@ -164,12 +166,13 @@ class ImageGenerationTask(Task):
                 return cls(module.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999), weight_decay=cfg.weight_decay)
             return build_optimizer(cfg, module.parameters())
 
-        return [make(self.model.generator), make(self.model.discriminator)]
+        return [make(gan.generator), make(gan.discriminator)]
 
     # -- steps --------------------------------------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
-        trainer, gan = self.trainer, self.model
-        g_opt, d_opt = trainer.optimizers
+        run, gan = self.run, self.model
+        assert run is not None and gan is not None and self.module is not None
+        g_opt, d_opt = run.optimizers
         real = to_unit(batch[0]) * 2 - 1
         n = len(real)
         bce = nn.functional.binary_cross_entropy_with_logits
@@ -177,25 +180,25 @@ class ImageGenerationTask(Task):
         zeros, ones = torch.zeros(n, device=real.device), torch.ones(n, device=real.device)
 
         # the discriminator: real images towards 1 (or 1 - smoothing), generated ones towards 0
-        with trainer.autocast():
-            fake = gan.generator(torch.randn(n, self.config.latent_dim, device=real.device))
-            d_real, d_fake = gan.discriminator(real), gan.discriminator(fake.detach())
+        with run.autocast():
+            fake = gan(torch.randn(n, self.config.latent_dim, device=real.device), mode="generate")
+            d_real, d_fake = gan(real, mode="discriminate"), gan(fake.detach(), mode="discriminate")
             d_loss = bce(d_real.float(), real_target) + bce(d_fake.float(), zeros)
         d_opt.zero_grad(set_to_none=True)
-        trainer.backward(d_loss)
-        trainer.optimizer_step(d_opt)
+        run.backward(d_loss)
+        run.optimizer_step(d_opt)
 
         # the generator: make the updated discriminator call its images real (the non-saturating loss)
-        with trainer.autocast():
-            g_loss = bce(gan.discriminator(fake).float(), ones)
+        with run.autocast():
+            g_loss = bce(gan(fake, mode="discriminate").float(), ones)
         g_opt.zero_grad(set_to_none=True)
-        trainer.backward(g_loss)
-        trainer.optimizer_step(g_opt)
+        run.backward(g_loss)
+        run.optimizer_step(g_opt)
         d_opt.zero_grad(set_to_none=True)  # the generator's backward pass went through the discriminator too
         # the average starts fast and slows to ema_decay (TensorFlow's num_updates warm-up), so
         # that a run of a few hundred steps is not averaged over its random start
-        step = trainer.global_step
-        gan.update_ema(min(self.config.ema_decay, (1 + step) / (10 + step)))
+        step = run.global_step
+        self.module.update_ema(min(self.config.ema_decay, (1 + step) / (10 + step)))
         return {"loss": (d_loss + g_loss).detach(), "d_loss": d_loss.detach(), "g_loss": g_loss.detach(),
                 "d_real": d_real.detach().float().sigmoid().mean(), "d_fake": d_fake.detach().float().sigmoid().mean()}
 
@@ -213,7 +216,7 @@ class ImageGenerationTask(Task):
         real = to_unit(batch[0])
         noise = torch.randn(len(real), self.config.latent_dim, generator=self._eval_noise).to(real.device)
         real_features, _ = self.scorer.score(real)
-        fake_features, probs = self.scorer.score(self.model.sample(noise).float())
+        fake_features, probs = self.scorer.score(self.model(noise, mode="sample").float())
         metrics["frechet_distance"].update(real_features, real=True)
         metrics["frechet_distance"].update(fake_features, real=False)
         top = probs.max(1).values
@@ -236,6 +239,11 @@ class ImageGenerationTask(Task):
 
         return save_grid(self.sample(GRID, self.config.seed + 2), path)
 
+    def on_epoch_end(self, epoch: int, metrics: Mapping[str, float]) -> None:
+        """Draw the fixed-noise grid of this epoch (``samples/epoch_NNN.png``)."""
+        if self.run is not None and self.run.is_writer:
+            self.write_sample_grid(self.run.run_dir / "samples" / f"epoch_{epoch:03d}.png")
+
     # -- after training -----------------------------------------------------------------
     def final_metrics(self, metrics: Mapping[str, float]) -> dict[str, Any]:
         """``gan/...``: quality of ``quality_samples`` images against the test split, beside an untrained generator."""
@@ -244,7 +252,7 @@ class ImageGenerationTask(Task):
         noise = self.noise(cfg.quality_samples, cfg.seed + 3)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            untrained = self.build_model().to(next(self.model.parameters()).device)
+            untrained = self.build_model().to(model_device(self.model))
         fake, baseline = generate(self.model, noise), generate(untrained, noise)
         self.quality = sample_quality(self.scorer, fake, to_unit(self.test_images), baseline)
         return prefixed("gan", self.quality)
@@ -259,31 +267,62 @@ class ImageGenerationTask(Task):
                                            f"{self.name}: classes of {self.quality['samples']} generated images"))
         return written
 
+    # -- inference: a seed -> one image file -----------------------------------------------
+    def decode(self, raw: RawInput) -> torch.Tensor:
+        """A seed -> its noise vector (the same seed always gives the same vector, and image)."""
+        seed = raw.value
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < MAX_SEED:
+            raise UsageError(f"input {raw.label!r} is not a seed; expected an integer in [0, 2**63)")
+        return self.noise(1, seed)[0]
+
+    def predict_step(self, batch: torch.Tensor) -> torch.Tensor:
+        """Noise -> images in [0, 1], made as every sample of the run is."""
+        assert self.model is not None
+        return generate(self.model, batch)
+
+    def encode(self, output: torch.Tensor, sample: Any, raw: RawInput, *,
+               out_dir: Path | None = None) -> dict[str, Any]:
+        """Write the image as ``out_dir/sample_seed<seed>.png`` at its own size; return the seed and path."""
+        from torchvision.utils import save_image
+
+        assert out_dir is not None
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / f"sample_seed{raw.value}.png"
+        save_image(output, path)
+        return {"seed": raw.value, "path": str(path)}
+
+    def format_prediction(self, row: Mapping[str, Any]) -> str:
+        return f"seed {row['seed']}: {row['path']}"
+
 
 @torch.no_grad()
-def generate(model: DCGAN, noise: torch.Tensor, batch: int = 500) -> torch.Tensor:
-    """Images in [0, 1] (on the CPU) made by ``model``'s generator in eval mode from ``noise``."""
-    device = next(model.parameters()).device
+def generate(model: nn.Module, noise: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    """Images in [0, 1] (on the CPU) made by ``model`` (the run's wrapped GAN, or a bare one) in
+    eval mode from ``noise``."""
+    device = model_device(model)
     was_training = model.training
     model.eval()
     try:
-        return torch.cat([model.sample(noise[i:i + batch].to(device)).float().clamp(0, 1).cpu()
+        return torch.cat([model(noise[i:i + batch].to(device), mode="sample").float().clamp(0, 1).cpu()
                           for i in range(0, len(noise), batch)])
     finally:
         model.train(was_training)
 
 
 def generate_images(run: str | Path, n: int, out: str | Path, seed: int = 0, *, runtime: Any = None) -> list[Path]:
-    """Write ``n`` generated images as PNG files and ``grid.png`` into ``out``; returns the paths."""
-    from dlguide._runs import load_run
-    from dlguide_vision.figures import save_grid, save_images
+    """Predict seeds ``seed`` .. ``seed + n - 1`` into ``out`` (``sample_seed<S>.png``, as
+    ``dlguide predict`` does) and draw them as ``grid.png``; returns the paths, the grid last."""
+    from dlguide_vision.datasets import read_image
+    from dlguide_vision.figures import save_grid
 
     if n < 1:
         raise UsageError(f"invalid value for --n: {n}; expected an integer >= 1")
     task = load_run(run, runtime=runtime)
     if not isinstance(task, ImageGenerationTask):
         raise UsageError(f"{run} is a {task.name} run; generate needs a vision.gan run")
-    images = task.sample(n, seed)
     folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    return [*save_images(images, folder), save_grid(images, folder / "grid.png")]
+    rows = predict(task, [RawInput(value=seed + i, name=str(seed + i)) for i in range(n)], out_dir=folder)
+    paths = [Path(row["path"]) for row in rows]
+    # the grid shows the files as written (8 bits a channel), read back
+    images = torch.stack([read_image(p, int(task.meta["channels"]), 0) for p in paths])
+    return [*paths, save_grid(to_unit(images), folder / "grid.png")]

@@ -6,14 +6,35 @@ convolutions until it reaches the image side: 8x8 digits start at 4x4 (one doubl
 As in the paper: batch norm everywhere but the generator's output and the
 discriminator's input, ReLU in the generator, LeakyReLU(0.2) in the discriminator, tanh
 output in [-1, 1], weights drawn from N(0, 0.02).
+
+``build_dcgan`` is what the plugin registers for ``vision.gan``. A model another package
+registers for the task is built the same way, as ``builder(config, meta) -> nn.Module``,
+where ``config`` is the task's ``ImageGenerationConfig`` (``latent_dim``, ``g_features``,
+``d_features``, ``extra_layers``, ``ema_decay``) and ``meta`` holds:
+
+    classes     list[str]  class names of the data set (the generator is unconditional)
+    channels    int        channels of the images to make (1 or 3)
+    image_size  int        side of the square images in pixels
+
+and it must offer what the task uses: ``generator`` and ``discriminator`` submodules (one
+optimizer each), ``update_ema(decay)``, and a ``forward(x, mode)`` that does every pass, so
+the task calls the network only through the run's wrapped model:
+
+    mode="generate"      noise N x latent_dim -> images in [-1, 1] (the training generator)
+    mode="discriminate"  images in [-1, 1] -> one logit per image (real > 0)
+    mode="sample"        noise -> images in [0, 1] from the generator that makes the samples
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
+
+MODES = ("generate", "discriminate", "sample")
 
 
 def layout(image_size: int) -> tuple[int, int]:
@@ -87,9 +108,16 @@ class DCGAN(nn.Module):
         """The generator that makes the samples: the average when there is one."""
         return self.generator_ema if self.generator_ema is not None else self.generator
 
-    def sample(self, noise: torch.Tensor) -> torch.Tensor:
-        """Images in [0, 1] from noise ``N x latent_dim``."""
-        return (self.sampler()(noise) + 1) / 2
+    def forward(self, x: torch.Tensor, mode: str = "discriminate") -> torch.Tensor:
+        """One entry point for every pass (see the module's docstring), so that a distributed
+        wrapper around this module sees each of them."""
+        if mode == "generate":
+            return self.generator(x)
+        if mode == "discriminate":
+            return self.discriminator(x)
+        if mode == "sample":
+            return (self.sampler()(x) + 1) / 2
+        raise ValueError(f"unknown DCGAN mode {mode!r}; expected one of {', '.join(MODES)}")
 
     @torch.no_grad()
     def update_ema(self, decay: float) -> None:
@@ -100,6 +128,13 @@ class DCGAN(nn.Module):
         torch._foreach_lerp_(averaged, current, 1.0 - decay)
         for mine, theirs in zip(self.generator_ema.buffers(), self.generator.buffers()):
             mine.copy_(theirs)
+
+
+def build_dcgan(config: Any, meta: Mapping[str, Any]) -> DCGAN:
+    """The DCGAN of the config's sizes for the images ``meta`` describes, with a moving average
+    of the generator when ``ema_decay`` is above 0."""
+    return DCGAN(config.latent_dim, int(meta["channels"]), int(meta["image_size"]), config.g_features,
+                 config.d_features, ema=config.ema_decay > 0, extra_layers=config.extra_layers)
 
 
 def init_weights(module: nn.Module) -> None:

