@@ -197,3 +197,19 @@ def test_cli_reports_missing_files_in_one_line_with_exit_2(tmp_path, capsys, dlg
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err
     assert str(tmp_path / "KMNIST" / "raw") in err and "train-images-idx3-ubyte" in err
+
+
+def test_a_default_onecycle_run_is_extended_by_resume(runtime, tmp_path):
+    """The defaults (onecycle) over 3 epochs, then ``resume --set epochs=5``: torch's OneCycleLR
+    refused its 124th step here; the schedule is now re-planned over the longer run."""
+    from dlguide import resume_run
+
+    out = tmp_path / "run"
+    sets = ["epochs=3", "limit_train_batches=4", "limit_eval_batches=2"]
+    run_task("vision.classify", overrides=sets, out=out, runtime=runtime, progress="none")
+    resume_run(out, overrides=["epochs=5"], runtime=runtime, progress="none")
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5]
+    # the 3-epoch plan ended at its floor; the 5-epoch plan is still annealing after step 12 of 20
+    assert rows[3]["lr"] > rows[2]["lr"] and rows[3]["lr"] > rows[4]["lr"] > 0
+    assert (out / "metrics.json").is_file() and (out / "model.safetensors").is_file()
