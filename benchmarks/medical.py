@@ -43,7 +43,7 @@ def sliding_window() -> dict[str, Any]:
 
     cfg = SegmentationConfig()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = unet(1, 2, cfg.channels, cfg.res_units).to(device).eval()
+    model = unet(cfg, {"channels": 1, "classes": ["object"]}).to(device).eval()
     volume = torch.randn(1, 1, 128, 128, 128, device=device)
     before = peak_rss_mib()
     if device.type == "cuda":

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import OBLIQUE, dicom_file, write_dicom_series
 
-from dlguide._errors import UsageError
+from dlguide import UsageError
 from dlguide_medical.files import load_image
 from dlguide_medical.msd import read_msd, split_cases, write_nifti
 

@@ -28,7 +28,7 @@ from monai.transforms import (
     ScaleIntensityd,
 )
 
-from dlguide._errors import UsageError
+from dlguide import UsageError
 from dlguide_medical.files import DICOM_SUFFIXES, NIFTI_SUFFIXES, PICTURE_SUFFIXES, LoadChecked
 from dlguide_medical.msd import cache_root
 
@@ -87,21 +87,6 @@ def read_class_folder(folder: Path) -> tuple[list[str], list[dict[str, Any]]]:
                              + ", ".join(IMAGE_SUFFIXES))
         items += [{"image": str(p), "label": index} for p in files]
     return classes, items
-
-
-def stratified_split(items: Sequence[dict[str, Any]], val_fraction: float, test_fraction: float,
-                     seed: int) -> dict[str, list[dict[str, Any]]]:
-    """A seeded split that keeps each class's share the same in train, val and test."""
-    rng = np.random.default_rng(seed)
-    splits: dict[str, list[dict[str, Any]]] = {"train": [], "val": [], "test": []}
-    for label in sorted({item["label"] for item in items}):
-        group = [item for item in items if item["label"] == label]
-        group = [group[i] for i in rng.permutation(len(group))]
-        n_test, n_val = round(len(group) * test_fraction), round(len(group) * val_fraction)
-        splits["test"] += group[:n_test]
-        splits["val"] += group[n_test:n_test + n_val]
-        splits["train"] += group[n_test + n_val:]
-    return splits
 
 
 class AsGray2D(MapTransform):

@@ -12,7 +12,8 @@ confusion matrix, and ``predict`` prints every class's probability.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +21,12 @@ import torch
 from monai.transforms import Compose
 from torch import nn
 
-from dlguide._classification import classification_metrics, write_confusion_matrix
-from dlguide._config import check_held_out, option
-from dlguide._errors import UsageError
-from dlguide._task import SCHEDULERS, DataSplits, Task, TrainConfig
+from dlguide import (CLASSIFICATION_METRIC_MODES, SCHEDULERS, DataSplits, RawInput, Task, TrainConfig, UsageError,
+                     check_held_out, classification_metrics, option, stratified_split, write_confusion_matrix)
 from dlguide_medical.caching import SeededCache, cached
-from dlguide_medical.class_data import read_class_folder, stratified_split, synthetic_folder, transforms
-from dlguide_medical.files import check_input, usage_errors_unwrapped
+from dlguide_medical.class_data import read_class_folder, synthetic_folder, transforms
+from dlguide_medical.files import input_name, input_path
 from dlguide_medical.metrics import RocAuc
-from dlguide_medical.models import densenet121
 
 
 @dataclasses.dataclass
@@ -40,8 +38,11 @@ class MedicalClassificationConfig(TrainConfig):
     scheduler: str = option("cosine", "learning-rate schedule, stepped per optimizer step (plateau: per epoch)",
                             choices=SCHEDULERS)
     monitor: str = option("val/accuracy", "metric that picks the best checkpoint and drives early stopping")
-    dataset: str = option("synthetic", "synthetic (discs by MONAI's create_test_image_2d in three size classes) "
-                          "or folder (data_dir/<class>/<image>, the MedNIST layout)", choices=("synthetic", "folder"))
+    dataset: str = option("synthetic", "synthetic (discs by MONAI's create_test_image_2d in three size classes), "
+                          "folder (data_dir/<class>/<image>, the MedNIST layout) or another registered loader of "
+                          "such a folder", registry="dataset")
+    model: str = option("densenet121", "densenet121 (MONAI's 2D DenseNet-121) or another registered builder",
+                        registry="model")
     synthetic_per_class: int = option(100, "images per class of the synthetic set")
     image_size: int = option(64, "pixels along each side every image is resized to")
     val_fraction: float = option(0.15, "share of each class held out for validation")
@@ -52,39 +53,48 @@ class MedicalClassificationConfig(TrainConfig):
         super().validate()
         if self.dataset == "folder" and self.data_dir is None:
             raise UsageError("dataset 'folder' reads one subfolder per class: add --set data_dir=PATH")
-        if self.data_dir is not None and self.dataset != "folder":
-            raise UsageError(f"data_dir is read by dataset=folder only, not {self.dataset!r}: add --set dataset=folder")
+        if self.data_dir is not None and self.dataset == "synthetic":  # made here, not read
+            raise UsageError(f"data_dir is not read by dataset {self.dataset!r}: add --set dataset=folder")
         check_held_out(self, "training images")
         for key, low in (("image_size", 16), ("synthetic_per_class", 5)):
             if getattr(self, key) < low:
                 raise UsageError(f"invalid value for {key!r}: {getattr(self, key)}; expected an integer >= {low}")
 
+    def synthetic_data(self) -> Path:
+        """The synthetic discs as a class folder (``dataset=synthetic``), written once into the cache."""
+        return synthetic_folder(self.synthetic_per_class, self.image_size)
+
 
 class MedicalClassificationTask(Task):
-    """Classify 2D medical images; test with accuracy, ROC AUC and a confusion matrix."""
+    """Classify 2D medical images; test with accuracy, ROC AUC and a confusion matrix.
+
+    ``meta`` holds ``classes``, ``channels`` (1: images are read as grey), ``image_size`` and the
+    size of each split: all that predict needs to read an image as training did.
+    """
 
     Config = MedicalClassificationConfig
     config: MedicalClassificationConfig
+    metric_modes = {**CLASSIFICATION_METRIC_MODES, "auc": "max"}
+    input_kind = "file"  # PNG/JPEG, NIfTI or DICOM, a path or uploaded bytes with a file name
 
     def build_data(self) -> DataSplits:
         cfg = self.config
-        folder = cfg.data_dir if cfg.dataset == "folder" else synthetic_folder(cfg.synthetic_per_class, cfg.image_size)
-        assert folder is not None
+        folder = self.registered("dataset", cfg.dataset)(cfg)
         classes, items = read_class_folder(folder)
-        splits = stratified_split(items, cfg.val_fraction, cfg.test_fraction, cfg.seed)
-        self.meta = {"dataset": cfg.dataset, "classes": classes, "image_size": cfg.image_size,
-                     "sizes": {name: len(split) for name, split in splits.items()}}
-        if not splits["train"]:
-            raise UsageError(f"{folder}: no training images are left after holding out val and test")
+        train, val, test = ([items[i] for i in part] for part in
+                            stratified_split([item["label"] for item in items],
+                                             [cfg.val_fraction, cfg.test_fraction], cfg.seed))
+        self.meta = {"dataset": cfg.dataset, "classes": classes, "channels": 1, "image_size": cfg.image_size,
+                     "sizes": {"train": len(train), "val": len(val), "test": len(test)}}
         evaluation = transforms(cfg.image_size, augment=False)
         return DataSplits(
-            train=SeededCache(splits["train"], transforms(cfg.image_size, cfg.augment)),
-            val=cached(splits["val"], evaluation) if splits["val"] else None,
-            test=cached(splits["test"], evaluation) if splits["test"] else None,
+            train=SeededCache(train, transforms(cfg.image_size, cfg.augment)),
+            val=cached(val, evaluation) if val else None,
+            test=cached(test, evaluation) if test else None,
         )
 
     def build_model(self) -> nn.Module:
-        return densenet121(1, len(self.meta["classes"]))
+        return self.build_registered_model(self.config.model)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return nn.functional.cross_entropy(self.model(batch["image"]), batch["label"])
@@ -104,22 +114,25 @@ class MedicalClassificationTask(Task):
         return write_confusion_matrix(metrics, self.meta["classes"], run_dir,
                                       f"{self.name} on {self.meta['dataset']}: test confusion matrix")
 
-    def predict(self, inputs: Sequence[str]) -> list[dict[str, Any]]:
-        """Every class's probability for each image file, most likely first."""
-        paths = [Path(p) for p in inputs]
-        for path in paths:  # one bad name is reported before any work
-            check_input(path)
-        load: Compose = transforms(int(self.meta["image_size"]), augment=False)
-        device = next(self.model.parameters()).device
-        classes = list(self.meta["classes"])
-        rows = []
-        for path in paths:
-            with usage_errors_unwrapped():
-                image = load({"image": str(path)})["image"]
-            probs = self.model(image[None].to(device)).float().softmax(1)[0].tolist()
-            ranked = sorted(zip(classes, probs), key=lambda cp: -cp[1])
-            rows.append({"path": str(path), "probabilities": [(c, round(p, 4)) for c, p in ranked]})
-        return rows
+    # -- inference: an image file in, every class's probability out -----------------------
+    @functools.cached_property
+    def _reader(self) -> Compose:
+        return transforms(int(self.meta["image_size"]), augment=False)
+
+    def decode(self, raw: RawInput) -> torch.Tensor:
+        """The image read, made grey, scaled and resized as the evaluation images were: ``[1, size, size]``."""
+        with input_path(raw) as path:
+            return self._reader({"image": str(path)})["image"]
+
+    def predict_step(self, batch: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``[B, classes]``."""
+        return self.model(batch).float().softmax(1)
+
+    def encode(self, output: torch.Tensor, sample: torch.Tensor, raw: RawInput, *,
+               out_dir: Path | None = None) -> dict[str, Any]:
+        """Every class with its probability, most likely first."""
+        ranked = sorted(zip(self.meta["classes"], output.tolist()), key=lambda cp: -cp[1])
+        return {"path": input_name(raw), "probabilities": [[c, p] for c, p in ranked]}
 
     def format_prediction(self, row: Mapping[str, Any]) -> str:
         return f"{row['path']}: " + ", ".join(f"{c} {p:.3f}" for c, p in row["probabilities"])

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dlguide._plots import figure
+from dlguide import figure
 
 LABEL_COLOURS = ("#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#ffff33", "#a65628", "#f781bf")
 

@@ -2,7 +2,8 @@
 what its name claims (a text file called ``.nii.gz``, a truncated download, an empty DICOM folder).
 
 MONAI's transforms wrap every exception they meet in ``RuntimeError("applying transform ...")``;
-``usage_errors_unwrapped`` gives the one-line error back to the person who ran the command.
+``usage_errors_unwrapped`` gives the one-line error back to the person who ran the command, and
+``input_path`` does the same for an input to predict, named as its client named it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from monai.data import NibabelReader, PILReader, PydicomReader
 from monai.data.image_reader import ImageReader
 from monai.transforms import LoadImage, MapTransform
 
-from dlguide._errors import UsageError
+from dlguide import RawInput, UsageError, first_line
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -90,7 +91,7 @@ def load_image(path: Path, allowed: tuple[str, ...] = ("nifti", "dicom", "pictur
     except UsageError:
         raise
     except Exception as exc:  # nibabel, gzip, zlib, PIL and pydicom each raise their own types
-        raise UsageError(f"{path}: cannot be read as a {kind} image ({_first_line(exc)})") from None
+        raise UsageError(f"{path}: cannot be read as a {kind} image ({first_line(exc)})") from None
 
 
 class LoadChecked(MapTransform):
@@ -108,11 +109,6 @@ class LoadChecked(MapTransform):
         return d
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0][:200] if text else type(exc).__name__)
-
-
 @contextlib.contextmanager
 def usage_errors_unwrapped() -> Iterator[None]:
     """Re-raise a UsageError that MONAI's transform machinery wrapped in other exceptions."""
@@ -127,3 +123,22 @@ def usage_errors_unwrapped() -> Iterator[None]:
                 raise cause from None
             cause = cause.__cause__ or cause.__context__
         raise
+
+
+def input_name(raw: RawInput) -> str:
+    """How results name an input: its path as given on the command line, else its label (an upload's file name)."""
+    return str(raw.path) if raw.path is not None else raw.label
+
+
+@contextlib.contextmanager
+def input_path(raw: RawInput) -> Iterator[Path]:
+    """A local path holding an input to predict (uploaded bytes are copied under their file name,
+    whose suffix picks the reader); its errors are one line naming the input, not the copy."""
+    with raw.local_path() as path:
+        try:
+            with usage_errors_unwrapped():
+                yield path
+        except UsageError as exc:
+            if raw.path is not None and path == raw.path:
+                raise
+            raise UsageError(str(exc).replace(str(path), raw.label)) from None

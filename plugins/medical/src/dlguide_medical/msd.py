@@ -19,7 +19,7 @@ import nibabel as nib
 import numpy as np
 from monai.data import NibabelWriter, check_missing_files, load_decathlon_datalist
 
-from dlguide._errors import UsageError
+from dlguide import UsageError, first_line
 
 Case = dict[str, str]  # {"name": ..., "image": path, "label": path}
 
@@ -104,8 +104,7 @@ def check_case(case: Case) -> None:
         try:
             shapes.append(tuple(int(s) for s in nib.load(path).shape))
         except Exception as exc:  # noqa: BLE001 - nibabel raises many types for files that are not NIfTI
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise UsageError(f"{path}: not a readable NIfTI file ({first[:160]})") from None
+            raise UsageError(f"{path}: not a readable NIfTI file ({first_line(exc, 160)})") from None
     image, label = shapes
     if image[:3] != label[:3] or len(label) > 3 and any(s != 1 for s in label[3:]):
         raise UsageError(f"image {case['image']} has shape {_fmt(image)} but its label {case['label']} has shape "

@@ -17,17 +17,20 @@ def dlguide_register(registry: Registry) -> None:
         "2D medical image classification with MONAI's DenseNet-121 (synthetic shapes, a MedNIST-style folder)",
         demo={},  # the defaults: three size classes of synthetic discs, about 25 s on 2 cores
     )
-    for name, summary in (
-        ("unet", "MONAI's residual 3D U-Net"),
-        ("segresnet", "MONAI's SegResNet (Myronenko 2018)"),
-        ("densenet121", "MONAI's 2D DenseNet-121"),
+    for name, summary, task in (
+        ("unet", "MONAI's residual 3D U-Net", "medical.segment"),
+        ("segresnet", "MONAI's SegResNet (Myronenko 2018)", "medical.segment"),
+        ("densenet121", "MONAI's 2D DenseNet-121", "medical.classify"),
     ):
-        registry.add_model(f"medical.{name}", f"dlguide_medical.models:{name}", summary)
-    for name, attr, summary in (
-        ("synthetic-3d", "sources:synthetic_msd", "spheres in noise by MONAI's create_test_image_3d, as an MSD folder"),
-        ("mni-brain", "sources:mni_brain_msd", "nilearn's MNI152 T1 template with grey/white matter labels, in slabs"),
-        ("msd", "msd:read_msd", "a Medical Segmentation Decathlon folder (dataset.json, imagesTr/, labelsTr/)"),
-        ("synthetic-2d", "class_data:synthetic_folder", "shapes by MONAI's create_test_image_2d, one PNG folder per size"),
-        ("imagefolder", "class_data:read_class_folder", "one subfolder of PNG/JPEG/NIfTI/DICOM images per class"),
+        registry.add_model(f"medical.{name}", f"dlguide_medical.models:{name}", summary, tasks=task)
+    # loaders return a folder in the asking task's layout (dlguide_medical.datasets)
+    for name, attr, summary, tasks in (
+        ("synthetic", "synthetic", "spheres (segment) or discs in three sizes (classify) made by MONAI",
+         ("medical.segment", "medical.classify")),
+        ("mni-brain", "mni_brain", "nilearn's MNI152 T1 template with grey/white matter labels, in slabs",
+         ("medical.segment",)),
+        ("msd", "data_dir", "a Medical Segmentation Decathlon folder (dataset.json, imagesTr/, labelsTr/)",
+         ("medical.segment",)),
+        ("folder", "data_dir", "one subfolder of PNG/JPEG/NIfTI/DICOM images per class", ("medical.classify",)),
     ):
-        registry.add_dataset(f"medical.{name}", f"dlguide_medical.{attr}", summary)
+        registry.add_dataset(f"medical.{name}", f"dlguide_medical.datasets:{attr}", summary, tasks=tasks)

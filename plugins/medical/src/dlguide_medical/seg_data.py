@@ -3,7 +3,7 @@
 Every volume is read, turned to RAS, resampled to one voxel size and scaled once (cached by
 ``CacheDataset``); training then draws ``samples_per_volume`` random patches per volume, centred
 on foreground and background alike, and flips them. Validation and test volumes stay whole:
-the task segments them with sliding-window inference.
+the task segments them with sliding-window inference. ``collate_volumes`` batches all of them.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import torch
+from monai.data import MetaTensor
 from monai.transforms import (
     Compose,
     EnsureChannelFirstd,
@@ -22,7 +23,6 @@ from monai.transforms import (
     RandCropByPosNegLabeld,
     RandFlipd,
     ScaleIntensityRanged,
-    SpatialPad,
     SpatialPadd,
     Spacingd,
 )
@@ -86,31 +86,43 @@ def training_patches(cases: Sequence[Case], pre: Compose, augment: list[Any]) ->
 
 
 class WholeVolumes(Dataset):
-    """Evaluation volumes padded at their far end to the largest shape among them, so the Trainer's
-    default collation can batch volumes of different sizes; ``shape`` keeps each one's own size
-    (to crop predictions back) and ``case`` its index in the split."""
+    """Cached evaluation volumes, each with ``case``, its index in the split (to name its picture)."""
 
     def __init__(self, cases: Sequence[Case], pre: Compose) -> None:
         items = [{"image": c["image"], "label": c["label"]} for c in cases]
         self.dataset = cached(items, Compose([*pre.transforms, EnsureTyped(KEYS, track_meta=False)]))
-        self.shapes = [tuple(self.dataset[i]["image"].shape[1:]) for i in range(len(self.dataset))]
-        largest = tuple(max(s[d] for s in self.shapes) for d in range(3))
-        self.pad = SpatialPad(largest, method="end")
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        item = self.dataset[index]
-        return {"image": self.pad(item["image"]), "label": self.pad(item["label"]),
-                "shape": torch.tensor(self.shapes[index]), "case": index}
+        return {**self.dataset[index], "case": index}
 
 
-def merge_patches(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images and labels of one training batch, ``[volumes * samples_per_volume, C, *patch]``.
+def collate_volumes(samples: Sequence[Any]) -> dict[str, torch.Tensor]:
+    """One batch of ``image`` (``[N, C, *spatial]``), ``shape`` (each volume's own size) and, where
+    the samples have them, ``label`` and ``case``.
 
-    The default collation turns a batch of per-volume patch lists into one dict per patch slot
-    (MONAI's ``list_data_collate`` would flatten them; the Trainer's loader takes no collate_fn).
+    A sample is a dict of one volume (evaluation, predict) or the list of a training volume's
+    patches, which join the batch one by one. Volumes of different sizes are padded at their far
+    end to the largest in the batch; ``shape`` crops predictions back.
     """
-    slots = batch if isinstance(batch, list) else [batch]
-    return torch.cat([s["image"] for s in slots]), torch.cat([s["label"] for s in slots])
+    items = [item for sample in samples for item in (sample if isinstance(sample, list) else [sample])]
+    shapes = [tuple(item["image"].shape[1:]) for item in items]
+    largest = [max(size[d] for size in shapes) for d in range(3)]
+
+    def stack(key: str) -> torch.Tensor:
+        padded = []
+        for item, size in zip(items, shapes):
+            tensor = item[key].as_tensor() if isinstance(item[key], MetaTensor) else item[key]
+            # F.pad lists (before, after) per axis from the last axis backwards
+            padding = [p for d in reversed(range(3)) for p in (0, largest[d] - size[d])]
+            padded.append(torch.nn.functional.pad(tensor, padding))
+        return torch.stack(padded)
+
+    batch = {"image": stack("image"), "shape": torch.tensor(shapes)}
+    if "label" in items[0]:
+        batch["label"] = stack("label")
+    if "case" in items[0]:
+        batch["case"] = torch.tensor([item["case"] for item in items])
+    return batch

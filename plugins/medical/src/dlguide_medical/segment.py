@@ -13,6 +13,7 @@ inference and report Dice and the 95th-percentile Hausdorff distance (mm) per fo
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,16 +27,13 @@ from monai.networks.utils import one_hot
 from monai.transforms import Compose, Invertd
 from torch import nn
 
-from dlguide._config import check_fractions, option
-from dlguide._errors import UsageError
-from dlguide._task import SCHEDULERS, DataSplits, Task, TrainConfig
+from dlguide import SCHEDULERS, DataSplits, RawInput, Task, TrainConfig, UsageError, check_fractions, option
 from dlguide_medical.figures import Overlay, overlay_png
-from dlguide_medical.files import check_input, usage_errors_unwrapped
+from dlguide_medical.files import check_input, input_name, input_path
 from dlguide_medical.metrics import SegmentationScores
-from dlguide_medical.models import SEGMENTATION_MODELS, segresnet, unet
 from dlguide_medical.msd import read_msd, split_cases, write_nifti
-from dlguide_medical.seg_data import WholeVolumes, augmentation, merge_patches, preprocessing, training_patches
-from dlguide_medical.sources import mni_brain_msd, synthetic_msd
+from dlguide_medical.seg_data import WholeVolumes, augmentation, collate_volumes, preprocessing, training_patches
+from dlguide_medical.sources import synthetic_msd
 
 MAX_OVERLAYS = 32  # test cases drawn as PNG; a large test split would otherwise spend minutes drawing
 
@@ -51,8 +49,8 @@ class SegmentationConfig(TrainConfig):
                             choices=SCHEDULERS)
     monitor: str = option("val/dice", "metric that picks the best checkpoint and drives early stopping")
     dataset: str = option("synthetic", "synthetic (spheres made by MONAI), mni-brain (the MNI152 template in "
-                          "nilearn, grey/white matter) or msd (a Decathlon folder in data_dir)",
-                          choices=("synthetic", "mni-brain", "msd"))
+                          "nilearn, grey/white matter), msd (a Decathlon folder in data_dir) or another registered "
+                          "loader of an MSD folder", registry="dataset")
     synthetic_cases: int = option(24, "volumes of the synthetic set")
     synthetic_size: int = option(64, "voxels along each side of a synthetic volume")
     synthetic_classes: int = option(1, "foreground labels of the synthetic set (spheres banded by brightness)")
@@ -68,7 +66,8 @@ class SegmentationConfig(TrainConfig):
     patch_size: list[int] = option([32, 32, 32], "voxels of a training patch and of a sliding window")
     samples_per_volume: int = option(4, "random patches per training volume and epoch, half around foreground")
     flip_prob: float = option(0.5, "probability of flipping a patch along each axis")
-    model: str = option("unet", "unet (MONAI's residual U-Net) or segresnet", choices=SEGMENTATION_MODELS)
+    model: str = option("unet", "unet (MONAI's residual U-Net), segresnet or another registered builder",
+                        registry="model")
     channels: list[int] = option([16, 32, 64, 128], "filters per resolution level (its length is the depth)")
     res_units: int = option(1, "residual units per U-Net level")
     dropout: float = option(0.0, "dropout inside the network")
@@ -79,8 +78,8 @@ class SegmentationConfig(TrainConfig):
         super().validate()
         if self.dataset == "msd" and self.data_dir is None:
             raise UsageError("dataset 'msd' reads a Decathlon folder: add --set data_dir=PATH")
-        if self.data_dir is not None and self.dataset != "msd":
-            raise UsageError(f"data_dir is read by dataset=msd only, not {self.dataset!r}: add --set dataset=msd")
+        if self.data_dir is not None and self.dataset in ("synthetic", "mni-brain"):  # made here, not read
+            raise UsageError(f"data_dir is not read by dataset {self.dataset!r}: add --set dataset=msd")
         for key, size in (("spacing", 3), ("patch_size", 3), ("intensity_range", 2)):
             if len(getattr(self, key)) != size:
                 raise UsageError(f"invalid value for {key!r}: {getattr(self, key)}; expected {size} numbers")
@@ -98,29 +97,36 @@ class SegmentationConfig(TrainConfig):
             if value < low:
                 raise UsageError(f"invalid value for {key!r}: {value}; expected an integer >= {low}")
 
+    def synthetic_data(self) -> Path:
+        """The synthetic spheres as an MSD folder (``dataset=synthetic``), written once into the cache."""
+        return synthetic_msd(self.synthetic_cases, self.synthetic_size, self.synthetic_classes, self.synthetic_noise)
+
 
 class SegmentationTask(Task):
-    """Segment 3D volumes; test with Dice and HD95 per class and a PNG per test case."""
+    """Segment 3D volumes; test with Dice and HD95 per class and a PNG per test case.
+
+    ``meta`` holds ``classes`` (foreground label names), ``channels`` (image channels), the
+    data set, its folder and the case names of each split; predict needs only the first two.
+    """
 
     Config = SegmentationConfig
     config: SegmentationConfig
+    metric_modes = {"dice": "max", "hd95": "min"}
+    input_kind = "file"  # a NIfTI file, a DICOM file or (a local path) a DICOM series folder
+    writes_files = True
+    predict_batch_size = 1  # volumes of any size; one is already many sliding windows
 
     def __init__(self, config: SegmentationConfig, name: str = "") -> None:
         super().__init__(config, name)
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
         self.overlays: list[Overlay] = []
+        # output stems claimed by the inputs of the predict call being decoded, with those inputs
+        self._claimed: dict[str, str] = {}
 
     # -- data and model -----------------------------------------------------------------
     def build_data(self) -> DataSplits:
         cfg = self.config
-        if cfg.dataset == "synthetic":
-            folder = synthetic_msd(cfg.synthetic_cases, cfg.synthetic_size, cfg.synthetic_classes,
-                                   cfg.synthetic_noise)
-        elif cfg.dataset == "mni-brain":
-            folder = mni_brain_msd(cfg.mni_slabs)
-        else:
-            assert cfg.data_dir is not None
-            folder = cfg.data_dir
+        folder = self.registered("dataset", cfg.dataset)(cfg)
         data = read_msd(folder)
         train, val, test = split_cases(data.training, cfg.val_fraction, cfg.test_fraction, cfg.seed,
                                        has_validation=bool(data.validation))
@@ -141,16 +147,14 @@ class SegmentationTask(Task):
         return preprocessing(cfg.spacing, cfg.intensity, cfg.intensity_range, allowed)
 
     def build_model(self) -> nn.Module:
-        cfg = self.config
-        in_channels, out_channels = int(self.meta["channels"]), len(self.meta["classes"]) + 1
-        if cfg.model == "segresnet":
-            return segresnet(in_channels, out_channels, cfg.channels, cfg.dropout)
-        return unet(in_channels, out_channels, cfg.channels, cfg.res_units, cfg.dropout)
+        return self.build_registered_model(self.config.model)
+
+    def collate(self, samples: list[Any]) -> dict[str, torch.Tensor]:
+        return collate_volumes(samples)
 
     # -- steps --------------------------------------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        images, labels = merge_patches(batch)
-        return self.loss(self.model(images), labels)
+        return self.loss(self.model(batch["image"]), batch["label"])
 
     def segment(self, images: torch.Tensor) -> torch.Tensor:
         """Logits for whole volumes ``[B, C, *spatial]`` by sliding-window inference."""
@@ -177,7 +181,7 @@ class SegmentationTask(Task):
         n_classes = logits.shape[1]
         losses = []
         for i, shape in enumerate(batch["shape"].tolist()):
-            crop = (slice(None),) + tuple(slice(0, s) for s in shape)  # drop the padding of WholeVolumes
+            crop = _crop(shape)  # drop the padding of collate_volumes
             item_logits, label = logits[i][crop][None], batch["label"][i][crop][None].long()
             losses.append(self.loss(item_logits.float(), label))
             pred = item_logits.argmax(1, keepdim=True)
@@ -193,46 +197,76 @@ class SegmentationTask(Task):
         folder.mkdir(exist_ok=True)
         return [overlay_png(o, list(self.meta["classes"]), folder / f"{o.case}.png") for o in self.overlays]
 
-    def predict(self, inputs: Sequence[str], out_dir: Path | None = None) -> list[dict[str, Any]]:
-        """Write ``<name>_seg.nii.gz`` per NIfTI file, DICOM file or DICOM series folder, on the input's grid."""
-        target = out_dir or (self.run_dir or Path.cwd()) / "predictions"
-        paths = [Path(p) for p in inputs]
-        outputs = [target / f"{_stem(p)}_seg.nii.gz" for p in paths]
-        for path in paths:  # every input is checked before the first file is written
-            check_input(path, ("nifti", "dicom"))
-        clash = next((o for i, o in enumerate(outputs) if o in outputs[:i]), None)
-        if clash is not None:
-            raise UsageError(f"two inputs would both be written to {clash}; predict them into different --out folders")
-        pre = self.preprocessing(allowed=("nifti", "dicom"))
-        invert = Invertd("pred", transform=pre, orig_keys="image", nearest_interp=True)
-        device = next(self.model.parameters()).device
-        target.mkdir(parents=True, exist_ok=True)
-        rows = []
-        for path, output in zip(paths, outputs):
-            with usage_errors_unwrapped():
-                data = pre({"image": str(path)})
-            image = data["image"]
-            if image.shape[0] != int(self.meta["channels"]) or image.dim() != 4:
-                raise UsageError(f"{path}: image of shape {tuple(image.shape[1:])} with {image.shape[0]} channels; "
-                                 f"this run segments 3D volumes with {self.meta['channels']} channel(s)")
-            logits = self.segment(image.as_tensor()[None].to(device).float())
-            pred = MetaTensor(logits.argmax(1).cpu().to(torch.uint8), meta=dict(image.meta),
-                              applied_operations=list(image.applied_operations))
-            restored = invert({"image": image, "pred": pred})["pred"]
-            label = np.asarray(restored[0].numpy(), dtype=np.uint8)
-            write_nifti(label, np.asarray(restored.affine, dtype=np.float64), output)
-            counts = np.bincount(label.ravel(), minlength=len(self.meta["classes"]) + 1)
-            rows.append({"path": str(path), "output": str(output), "shape": label.shape,
-                         "voxels": {c: int(n) for c, n in zip(self.meta["classes"], counts[1:])}})
-        return rows
+    # -- inference: a volume in, a label volume on the input's grid out -------------------
+    @functools.cached_property
+    def _predict_preprocessing(self) -> Compose:
+        return self.preprocessing(allowed=("nifti", "dicom"))
+
+    @functools.cached_property
+    def _invert(self) -> Invertd:
+        return Invertd("pred", transform=self._predict_preprocessing, orig_keys="image", nearest_interp=True)
+
+    def decode(self, raw: RawInput) -> dict[str, Any]:
+        """Read and preprocess one volume: ``image`` is a MetaTensor whose metadata and applied
+        transforms let ``encode`` put the labels back on the input's grid.
+
+        Two inputs that would write the same file are refused here, before anything is written:
+        dlguide.predict decodes every input of a call before its first ``predict_step``, which
+        ends the call's claims (as does any failed input, which ends the call).
+        """
+        stem = _stem(raw)
+        try:
+            if stem in self._claimed:
+                raise UsageError(f"inputs {self._claimed[stem]} and {input_name(raw)} would both be written to "
+                                 f"{stem}_seg.nii.gz; predict them into different --out folders")
+            with input_path(raw) as path:
+                check_input(path, ("nifti", "dicom"))
+                image = self._predict_preprocessing({"image": str(path)})["image"]
+            channels = int(self.meta["channels"])
+            if image.dim() != 4 or image.shape[0] != channels:
+                raise UsageError(f"{input_name(raw)}: image of shape {tuple(image.shape[1:])} with {image.shape[0]} "
+                                 f"channels; this run segments 3D volumes with {channels} channel(s)")
+        except BaseException:
+            self._claimed.clear()
+            raise
+        self._claimed[stem] = input_name(raw)
+        return {"image": image}
+
+    def predict_step(self, batch: Any) -> torch.Tensor:
+        """Label volumes ``[B, 1, *spatial]``: the argmax of the sliding-window logits."""
+        self._claimed.clear()  # every input of this call has been decoded
+        return self.segment(batch["image"].float()).argmax(1, keepdim=True).to(torch.uint8)
+
+    def encode(self, output: torch.Tensor, sample: dict[str, Any], raw: RawInput, *,
+               out_dir: Path | None = None) -> dict[str, Any]:
+        """Invert the resampling and reorientation, write ``<stem>_seg.nii.gz`` into ``out_dir``, and
+        report it with its shape and the voxels of each class."""
+        assert out_dir is not None  # writes_files: dlguide.predict asks for a folder
+        image: MetaTensor = sample["image"]
+        labels = output[_crop(image.shape[1:])]  # without the padding of a batch of several volumes
+        pred = MetaTensor(labels, meta=dict(image.meta), applied_operations=list(image.applied_operations))
+        restored = self._invert({"image": image, "pred": pred})["pred"]
+        label = np.asarray(restored[0].numpy(), dtype=np.uint8)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        target = out_dir / f"{_stem(raw)}_seg.nii.gz"
+        write_nifti(label, np.asarray(restored.affine, dtype=np.float64), target)
+        counts = np.bincount(label.ravel(), minlength=len(self.meta["classes"]) + 1)
+        return {"path": input_name(raw), "output": str(target), "shape": list(label.shape),
+                "voxels": {c: int(n) for c, n in zip(self.meta["classes"], counts[1:])}}
 
     def format_prediction(self, row: Mapping[str, Any]) -> str:
         voxels = ", ".join(f"{c} {n} voxels" for c, n in row["voxels"].items())
         return f"{row['path']} -> {row['output']} ({'x'.join(map(str, row['shape']))}; {voxels})"
 
 
-def _stem(path: Path) -> str:
-    name = path.name
+def _crop(shape: Sequence[int]) -> tuple[slice, ...]:
+    """The channel axis whole and each spatial axis cut to ``shape``."""
+    return (slice(None),) + tuple(slice(0, int(s)) for s in shape)
+
+
+def _stem(raw: RawInput) -> str:
+    """The input's file or folder name without its image suffix (``scan`` of ``scan.nii.gz``)."""
+    name = Path(raw.name or (raw.path.name if raw.path is not None else "") or "input").name
     for suffix in (".nii.gz", ".nii", ".dcm", ".dicom"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]

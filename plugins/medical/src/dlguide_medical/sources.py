@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 from monai.data.synthetic import create_test_image_3d
 
-from dlguide._errors import UsageError
-from dlguide._resources import package_file
+from dlguide import UsageError, package_file
 from dlguide_medical.msd import cache_root, write_msd
 
 SYNTHETIC_SEED = 0  # the data set is fixed; the run's seed varies the split and the training
