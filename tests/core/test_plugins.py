@@ -149,7 +149,7 @@ def test_runtime_fixture_isolates_plugins(dlguide_runtime):
     rt = dlguide_runtime(toyplugin)
     assert get_runtime() is rt
     assert [p.name for p in rt.plugins] == ["toyplugin"]
-    assert rt.registry.names("task") == ["toy.counting", "toy.nan", "toy.twoopt"]
+    assert rt.registry.names("task") == ["toy.choice", "toy.counting", "toy.nan", "toy.recording", "toy.twoopt"]
 
 
 def test_smoke_run_fixture_runs_one_tiny_step(dlguide_runtime, dlguide_smoke_run):
