@@ -151,7 +151,7 @@ def test_predict_checks_every_input_before_writing(synthetic_run, runtime, tmp_p
     with pytest.raises(UsageError) as err:
         predict_run(synthetic_run.run_dir, [str(good), str(twin)], out=tmp_path / "out", runtime=runtime)
     assert str(err.value) == (f"inputs {good} and {twin} would both be written to good_seg.nii.gz; predict them "
-                              "into different --out folders")
+                              "in separate calls or into different output folders")
     assert not (tmp_path / "out").exists()
     # a refused call leaves nothing claimed: the same input predicts alone afterwards
     _, rows = predict_run(synthetic_run.run_dir, [str(good)], out=tmp_path / "out", runtime=runtime)

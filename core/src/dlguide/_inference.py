@@ -1,6 +1,7 @@
 """One inference path for every task: ``decode`` -> ``predict_step`` -> ``encode``.
 
     raw input (file bytes with a name, a text, a JSON value)
+        (task.output_name(raw)        a task that writes files: no two inputs may write one file)
         -> task.decode(raw)            one sample of tensors (bad input: a UsageError naming it)
         -> task.collate(samples)       batches of at most predict_batch_size (or batch_size)
         -> task.predict_step(batch)    tensors in, tensors out, under inference mode, in eval mode
@@ -46,7 +47,9 @@ class RawInput:
 
     @property
     def label(self) -> str:
-        """How the input is named in results and errors."""
+        """How the input is named in results and errors: its local path, its name, or its value."""
+        if self.path is not None:
+            return str(self.path)
         if self.name:
             return self.name
         text = str(self.value)
@@ -160,6 +163,14 @@ def predict(task: Task, inputs: Sequence[RawInput], *, out_dir: Path | None = No
         raise UsageError(f"task {task.name!r} has no model loaded; load a finished run first")
     if task.writes_files and out_dir is None:
         raise UsageError(f"task {task.name!r} writes its predictions as files: give an output folder")
+    if task.writes_files:
+        claimed: dict[str, RawInput] = {}
+        for raw in inputs:
+            name = task.output_name(raw)
+            if name in claimed:
+                raise UsageError(f"inputs {claimed[name].label} and {raw.label} would both be written to {name}; "
+                                 "predict them in separate calls or into different output folders")
+            claimed[name] = raw
     samples = [task.decode(raw) for raw in inputs]
     size = batch_size or task.predict_batch_size or int(getattr(task.config, "batch_size", 32))
     device = model_device(task.model)

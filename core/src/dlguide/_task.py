@@ -288,6 +288,11 @@ class Task:
         ``predict_step`` (a tensor, or a tuple or dict of them). Bad input: ``UsageError``."""
         raise UsageError(f"task {self.name!r} does not support predict")
 
+    def output_name(self, raw: RawInput) -> str:
+        """The file name ``encode`` writes for ``raw`` (tasks with ``writes_files``): the core refuses
+        one call whose inputs would write the same file, before any input is decoded."""
+        raise NotImplementedError(f"task {self.name!r} writes files: it must name them in output_name")
+
     def predict_step(self, batch: Any) -> Any:
         """A batch of decoded samples (collated) -> outputs with the batch dimension first."""
         assert self.model is not None

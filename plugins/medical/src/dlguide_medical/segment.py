@@ -121,7 +121,6 @@ class SegmentationTask(Task):
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
         self.overlays: list[Overlay] = []
         # output stems claimed by the inputs of the predict call being decoded, with those inputs
-        self._claimed: dict[str, str] = {}
 
     # -- data and model -----------------------------------------------------------------
     def build_data(self) -> DataSplits:
@@ -206,35 +205,24 @@ class SegmentationTask(Task):
     def _invert(self) -> Invertd:
         return Invertd("pred", transform=self._predict_preprocessing, orig_keys="image", nearest_interp=True)
 
+    def output_name(self, raw: RawInput) -> str:
+        """``<stem>_seg.nii.gz``: two inputs of one call that share it are refused before any is read."""
+        return f"{_stem(raw)}_seg.nii.gz"
+
     def decode(self, raw: RawInput) -> dict[str, Any]:
         """Read and preprocess one volume: ``image`` is a MetaTensor whose metadata and applied
-        transforms let ``encode`` put the labels back on the input's grid.
-
-        Two inputs that would write the same file are refused here, before anything is written:
-        dlguide.predict decodes every input of a call before its first ``predict_step``, which
-        ends the call's claims (as does any failed input, which ends the call).
-        """
-        stem = _stem(raw)
-        try:
-            if stem in self._claimed:
-                raise UsageError(f"inputs {self._claimed[stem]} and {input_name(raw)} would both be written to "
-                                 f"{stem}_seg.nii.gz; predict them into different --out folders")
-            with input_path(raw) as path:
-                check_input(path, ("nifti", "dicom"))
-                image = self._predict_preprocessing({"image": str(path)})["image"]
-            channels = int(self.meta["channels"])
-            if image.dim() != 4 or image.shape[0] != channels:
-                raise UsageError(f"{input_name(raw)}: image of shape {tuple(image.shape[1:])} with {image.shape[0]} "
-                                 f"channels; this run segments 3D volumes with {channels} channel(s)")
-        except BaseException:
-            self._claimed.clear()
-            raise
-        self._claimed[stem] = input_name(raw)
+        transforms let ``encode`` put the labels back on the input's grid."""
+        with input_path(raw) as path:
+            check_input(path, ("nifti", "dicom"))
+            image = self._predict_preprocessing({"image": str(path)})["image"]
+        channels = int(self.meta["channels"])
+        if image.dim() != 4 or image.shape[0] != channels:
+            raise UsageError(f"{input_name(raw)}: image of shape {tuple(image.shape[1:])} with {image.shape[0]} "
+                             f"channels; this run segments 3D volumes with {channels} channel(s)")
         return {"image": image}
 
     def predict_step(self, batch: Any) -> torch.Tensor:
         """Label volumes ``[B, 1, *spatial]``: the argmax of the sliding-window logits."""
-        self._claimed.clear()  # every input of this call has been decoded
         return self.segment(batch["image"].float()).argmax(1, keepdim=True).to(torch.uint8)
 
     def encode(self, output: torch.Tensor, sample: dict[str, Any], raw: RawInput, *,
@@ -248,7 +236,7 @@ class SegmentationTask(Task):
         restored = self._invert({"image": image, "pred": pred})["pred"]
         label = np.asarray(restored[0].numpy(), dtype=np.uint8)
         out_dir.mkdir(parents=True, exist_ok=True)
-        target = out_dir / f"{_stem(raw)}_seg.nii.gz"
+        target = out_dir / self.output_name(raw)
         write_nifti(label, np.asarray(restored.affine, dtype=np.float64), target)
         counts = np.bincount(label.ravel(), minlength=len(self.meta["classes"]) + 1)
         return {"path": input_name(raw), "output": str(target), "shape": list(label.shape),

@@ -280,6 +280,9 @@ class ImageGenerationTask(Task):
         assert self.model is not None
         return generate(self.model, batch)
 
+    def output_name(self, raw: RawInput) -> str:
+        return f"sample_seed{raw.value}.png"
+
     def encode(self, output: torch.Tensor, sample: Any, raw: RawInput, *,
                out_dir: Path | None = None) -> dict[str, Any]:
         """Write the image as ``out_dir/sample_seed<seed>.png`` at its own size; return the seed and path."""
@@ -287,7 +290,7 @@ class ImageGenerationTask(Task):
 
         assert out_dir is not None
         out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / f"sample_seed{raw.value}.png"
+        path = out_dir / self.output_name(raw)
         save_image(output, path)
         return {"seed": raw.value, "path": str(path)}
 
