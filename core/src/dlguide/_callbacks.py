@@ -239,6 +239,7 @@ class ProgressReporter:
         self.next_refresh = 0.0
         self.epoch_started = 0.0
         self.samples = 0
+        self.world = 1  # processes sharing each global batch
 
     def _print(self, text: str) -> None:
         # the bar is closed at the end of every epoch, before anything is printed
@@ -247,7 +248,9 @@ class ProgressReporter:
     @hookimpl
     def dlguide_run_start(self, trainer: Trainer) -> None:
         where = f"resuming at epoch {trainer.epoch + 1}" if trainer.epoch or trainer.batch_in_epoch else "starting"
-        self._print(f"{trainer.task.name}: {where} of {trainer.max_epochs} on {trainer.device} "
+        world = self.world = trainer.strategy.world_size
+        on = f"{trainer.device}" + (f" x {world} processes ({trainer.strategy.name})" if world > 1 else "")
+        self._print(f"{trainer.task.name}: {where} of {trainer.max_epochs} on {on} "
                     f"(precision {trainer.config.precision}) -> {trainer.run_dir.path}")
 
     @hookimpl
@@ -267,7 +270,7 @@ class ProgressReporter:
 
     @hookimpl
     def dlguide_train_batch_end(self, trainer: Trainer, batch_idx: int, loss: Any) -> None:
-        self.samples += trainer.last_batch_size
+        self.samples += trainer.last_batch_size * self.world  # every process takes as many
         if self.mode != "bar":
             return
         now = time.perf_counter()

@@ -92,8 +92,13 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     rt: Runtime = args.runtime
-    from dlguide._runs import run_task
+    from dlguide._launch import check_global_batch, launch, wants_launch
+    from dlguide._runs import build_task, run_task
 
+    if wants_launch(args):  # the config's usage errors are said once, before any worker starts
+        task = build_task(args.task, config_file=args.config, overrides=args.set, runtime=rt)
+        check_global_batch(task.config.batch_size, args)
+        return launch(args, args.argv)
     run_task(args.task, config_file=args.config, overrides=args.set, out=args.out, runtime=rt,
              progress=_progress(args))
     return 0
@@ -101,8 +106,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     rt: Runtime = args.runtime
-    from dlguide._runs import resume_run
+    from dlguide._launch import check_global_batch, launch, wants_launch
+    from dlguide._rundir import RunDir
+    from dlguide._runs import build_task, resume_run
 
+    if wants_launch(args):
+        name, saved = RunDir.existing(args.run_dir).read_config()
+        task = build_task(name, base=saved, overrides=args.set, runtime=rt)
+        check_global_batch(task.config.batch_size, args)
+        return launch(args, args.argv)
     resume_run(args.run_dir, overrides=args.set, runtime=rt, progress=_progress(args))
     return 0
 
@@ -163,6 +175,9 @@ def build_parser(rt: Runtime) -> Parser:
         p.add_argument("--set", metavar="KEY=VALUE", nargs="+", action="extend", default=[],
                        help="override a config key (dotted for nested keys); repeatable")
         p.add_argument("--quiet", action="store_true", help="no progress bar, logs or final table")
+        from dlguide._launch import add_launch_options
+
+        add_launch_options(p)
 
     p = sub.add_parser("run", help="train and evaluate a task into a run directory")
     p.add_argument("task", metavar="TASK")
@@ -223,6 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"dlguide: warning: plugin {info.name!r} did not load ({info.status}); "
                           "see 'dlguide plugins'", file=sys.stderr)
         args.runtime = rt  # handlers, plugin commands included, reach the registry through it
+        args.argv = argv
         handler: Any = args.handler
         return int(handler(args) or 0)
     except DlguideError as exc:

@@ -12,45 +12,79 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from dlguide._errors import UsageError
 
 
-class EpochSampler(Sampler[int]):
-    """Shuffled (or sequential) indices for one epoch, drawn like ``RandomSampler`` from the
-    loader's generator, optionally skipping the first ``start`` samples (exact mid-epoch resume)."""
+class EpochBatches(Sampler[list[int]]):
+    """The batches of one epoch as index lists: the seeded order (like ``RandomSampler``, drawn
+    from the loader's generator) or the dataset's own, cut into batches of ``batch_size``.
 
-    def __init__(self, size: int, shuffle: bool, generator: torch.Generator | None) -> None:
-        self.size = size
-        self.shuffle = shuffle
-        self.generator = generator
+    Among ``world`` processes, ``batch_size`` is the global batch: process ``rank`` takes its
+    contiguous part of each one, so the processes together see exactly what one process sees.
+    ``start`` skips the epoch's first batches (exact mid-epoch resume). With ``shard_whole``
+    (evaluation) each process instead takes one contiguous share of the whole dataset, so that
+    every sample is counted exactly once, without padding.
+    """
+
+    def __init__(self, size: int, batch_size: int, shuffle: bool, generator: torch.Generator | None,
+                 rank: int = 0, world: int = 1, shard_whole: bool = False) -> None:
+        self.size, self.batch_size, self.shuffle, self.generator = size, batch_size, shuffle, generator
+        self.rank, self.world, self.shard_whole = rank, world, shard_whole
         self.start = 0
 
-    def __iter__(self) -> Iterator[int]:
-        order = torch.randperm(self.size, generator=self.generator).tolist() if self.shuffle else range(self.size)
+    def _order(self) -> list[int]:
+        return torch.randperm(self.size, generator=self.generator).tolist() if self.shuffle else list(range(self.size))
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = self._order()  # drawn when the epoch's iteration begins, as RandomSampler does
         start, self.start = self.start, 0
-        return iter(order[start:])
+        if self.shard_whole:
+            mine = _part(order, self.rank, self.world)
+            step = max(1, self.batch_size // self.world)
+            for i in range(start * step, len(mine), step):
+                yield mine[i:i + step]
+            return
+        for first in range(start * self.batch_size, self.size, self.batch_size):
+            batch = order[first:first + self.batch_size]
+            if len(batch) < self.world:  # a tail smaller than the processes: no process may go empty
+                return
+            yield _part(batch, self.rank, self.world)
 
     def __len__(self) -> int:
-        return self.size - self.start
+        if self.shard_whole:
+            step = max(1, self.batch_size // self.world)
+            return -(-len(_part(list(range(self.size)), self.rank, self.world)) // step)
+        full, tail = divmod(self.size, self.batch_size)
+        return full + (1 if tail >= self.world else 0)
+
+
+def _part(items: list[int], rank: int, world: int) -> list[int]:
+    """Process ``rank``'s contiguous share of ``items`` (the first ``len % world`` shares one longer)."""
+    size, extra = divmod(len(items), world)
+    begin = rank * size + min(rank, extra)
+    return items[begin:begin + size + (1 if rank < extra else 0)]
 
 
 class SeededLoader:
-    """A DataLoader whose order in epoch ``e`` depends only on ``(seed, e)``."""
+    """A DataLoader whose order in epoch ``e`` depends only on ``(seed, e)``, whatever the number
+    of processes (``rank`` of ``world``) that share it."""
 
     def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int,
-                 pin_memory: bool, limit: int = 0, collate_fn: Callable[[list[Any]], Any] | None = None) -> None:
+                 pin_memory: bool, limit: int = 0, collate_fn: Callable[[list[Any]], Any] | None = None,
+                 rank: int = 0, world: int = 1, evaluation: bool = False) -> None:
         self.seed = seed
         self.generator = torch.Generator()
-        self.sampler = EpochSampler(len(dataset), shuffle, self.generator)  # type: ignore[arg-type]
+        self.sampler = EpochBatches(len(dataset), batch_size, shuffle, self.generator,  # type: ignore[arg-type]
+                                    rank, world, shard_whole=evaluation)
         self.loader = DataLoader(
-            dataset, batch_size=batch_size, sampler=self.sampler, generator=self.generator,
+            dataset, batch_sampler=self.sampler, generator=self.generator,
             num_workers=num_workers, pin_memory=pin_memory, persistent_workers=False, collate_fn=collate_fn,
         )
         self.batch_size = batch_size
-        full = len(self.loader)
+        full = len(self.sampler)
         self.num_batches = min(full, limit) if limit else full
 
     def epoch(self, epoch: int, skip_batches: int = 0) -> Iterator[Any]:
         """Iterate the batches of ``epoch``, starting after ``skip_batches`` of them."""
         self.generator.manual_seed(self.seed + epoch)
-        self.sampler.start = skip_batches * self.batch_size
+        self.sampler.start = skip_batches
         for i, batch in enumerate(self.loader, start=skip_batches):
             if i >= self.num_batches:
                 break

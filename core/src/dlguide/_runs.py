@@ -66,13 +66,23 @@ def run_task(name: str, *, config_file: str | Path | None = None, overrides: Ite
     ``plugins`` are hook implementations for this run only (name -> object); ``strategy``
     replaces the single-device default.
     """
-    from dlguide._data import resolve_device
+    from dlguide._strategy import make_strategy
     from dlguide._trainer import Trainer
 
     rt = runtime or get_runtime()
     task = build_task(name, base=base, config_file=config_file, overrides=overrides, runtime=rt)
-    resolve_device(task.config.device)  # a missing device is a usage error before anything is written
-    run_dir = RunDir.new(name, out)
+    strategy = strategy or make_strategy(task.config)
+    strategy.setup()  # a missing device is a usage error before anything is written
+    made, error = None, None
+    if strategy.is_writer:  # the first process makes the directory; the others are told where it is
+        try:
+            made = str(RunDir.new(name, out).path)
+        except UsageError as exc:
+            error = str(exc)
+    made, error = strategy.broadcast((made, error))
+    if error is not None:
+        raise UsageError(error)
+    run_dir = RunDir(made)
     metrics = Trainer(task, run_dir, runtime=rt, progress=progress, strategy=strategy, plugins=plugins).fit()
     return RunResult(name, run_dir.path, metrics)
 

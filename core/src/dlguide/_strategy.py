@@ -11,6 +11,7 @@ own methods through ``self.module``.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from dlguide._data import resolve_device, to_device
+from dlguide._errors import UsageError
 
 
 class Strategy:
@@ -50,7 +52,8 @@ class Strategy:
         return self.rank == 0
 
     def setup(self) -> None:
-        """Pick the device (a missing one is a usage error) and start whatever the strategy needs."""
+        """Pick the device (a missing one is a usage error) and start whatever the strategy needs;
+        called again for the same run, it changes nothing."""
         self.device = resolve_device(self.requested_device)
 
     def teardown(self) -> None:
@@ -125,3 +128,125 @@ class SingleDeviceStrategy(Strategy):
     """One process on one device (``auto``: cuda, then mps, then cpu); the model is not wrapped."""
 
     name = "single"
+
+
+class DDPStrategy(Strategy):
+    """One process per device, started by ``torchrun`` (or ``dlguide run --nproc-per-node N``),
+    gradients averaged by ``DistributedDataParallel``: gloo on CPUs, nccl on CUDA with
+    ``cuda:LOCAL_RANK`` per process. The process group is read from torchrun's environment
+    (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``).
+
+    Buffers are not synced at every forward pass (``forward_sync_buffers=False``): an
+    evaluation pass may take more batches in one process than in another, and a broadcast
+    there would wait for ever; ``sync_batchnorm`` keeps batch-norm statistics in step instead.
+    A model with no trainable parameter (counted popularity, ALS factors) is not wrapped.
+    """
+
+    name = "ddp"
+
+    def __init__(self, device: str = "auto", sync_batchnorm: bool = False) -> None:
+        super().__init__(device)
+        self.sync_batchnorm = sync_batchnorm
+        self._started_group = False
+
+    @property
+    def world_size(self) -> int:
+        import torch.distributed as dist
+
+        return dist.get_world_size() if dist.is_initialized() else int(os.environ.get("WORLD_SIZE", "1"))
+
+    @property
+    def rank(self) -> int:
+        import torch.distributed as dist
+
+        return dist.get_rank() if dist.is_initialized() else int(os.environ.get("RANK", "0"))
+
+    def setup(self) -> None:
+        import torch.distributed as dist
+
+        device = resolve_device(self.requested_device)
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        elif device.type != "cpu":
+            raise UsageError(f"strategy ddp runs on cpu (gloo) or cuda (nccl), not {device.type}")
+        self.device = device
+        if not dist.is_initialized():  # a run inside a run (or a second setup) reuses the group
+            if "MASTER_ADDR" not in os.environ:
+                raise UsageError("strategy ddp needs processes started by torchrun or "
+                                 "'dlguide run TASK --nproc-per-node N'")
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            self._started_group = True
+
+    def teardown(self) -> None:
+        import torch.distributed as dist
+
+        if self._started_group and dist.is_initialized():
+            dist.destroy_process_group()
+            self._started_group = False
+
+    def wrap(self, module: nn.Module) -> nn.Module:
+        from torch.nn.parallel import DistributedDataParallel
+
+        module = module.to(self.device)
+        if self.sync_batchnorm:
+            module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        if not any(p.requires_grad for p in module.parameters()):
+            return module
+        ids = [self.device] if self.device.type == "cuda" else None
+        import inspect
+
+        # torch 2.10 renamed the switch; either way buffers are synced once, at construction
+        switch = "forward_sync_buffers"
+        if switch not in inspect.signature(DistributedDataParallel).parameters:
+            switch = "broadcast_buffers"
+        return DistributedDataParallel(module, device_ids=ids, **{switch: False})
+
+    def unwrap(self, model: nn.Module) -> nn.Module:
+        from torch.nn.parallel import DistributedDataParallel
+
+        return model.module if isinstance(model, DistributedDataParallel) else model
+
+    def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager[None]:
+        from torch.nn.parallel import DistributedDataParallel
+
+        return model.no_sync() if isinstance(model, DistributedDataParallel) else contextlib.nullcontext()
+
+    def reduce_sums(self, sums: Mapping[str, float], count: int) -> tuple[dict[str, float], int]:
+        import torch.distributed as dist
+
+        keys = sorted(sums)
+        # the same keys in every process: a task logs the same values on every batch
+        values = torch.tensor([float(count), *(float(sums[k]) for k in keys)], dtype=torch.float64,
+                              device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(values)
+        total = values.tolist()
+        return dict(zip(keys, total[1:])), int(round(total[0]))
+
+    def barrier(self) -> None:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+    def broadcast(self, obj: Any) -> Any:
+        import torch.distributed as dist
+
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def make_strategy(config: Any) -> Strategy:
+    """The strategy a config asks for: ``auto`` is ddp when torchrun started several processes."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    name = config.strategy
+    if name == "auto":
+        name = "ddp" if world > 1 else "single"
+    if name == "single":
+        if world > 1:
+            raise UsageError(f"strategy single runs one process, but {world} were started; use strategy=ddp")
+        return SingleDeviceStrategy(config.device)
+    if config.batch_size % world:  # the launcher says so before starting; torchrun's own workers learn it here
+        raise UsageError(f"batch_size {config.batch_size} is the global batch and must divide among {world} "
+                         f"processes; choose a multiple of {world}")
+    return DDPStrategy(config.device, config.sync_batchnorm)

@@ -35,7 +35,7 @@ class TrainConfig:
     #: keys that ``dlguide resume --set`` may change; any other changed key is refused
     resume_keys: ClassVar[frozenset[str]] = frozenset({
         "epochs", "early_stopping_patience", "checkpoint_interval", "async_checkpoints", "num_workers", "device",
-        "lr"})
+        "lr", "strategy"})
 
     epochs: int = option(10, "number of passes over the training data")
     batch_size: int = option(64, "samples per batch")
@@ -54,6 +54,9 @@ class TrainConfig:
     deterministic: bool = option(False, "use deterministic algorithms only (slower; exact on GPU too)")
     device: str = option("auto", "auto (cuda, then mps, then cpu), cpu, cuda or mps",
                          choices=("auto", "cpu", "cuda", "mps"))
+    strategy: str = option("auto", "auto (ddp when torchrun started several processes, else single), single or "
+                           "ddp", choices=("auto", "single", "ddp"))
+    sync_batchnorm: bool = option(False, "with ddp: batch-norm statistics over the whole global batch")
     precision: str = option("32", "32, bf16 (autocast) or 16-mixed (autocast + grad scaler on cuda)",
                             choices=("32", "bf16", "16-mixed"))
     accumulate_grad_batches: int = option(1, "batches whose gradients add up before one optimizer step")

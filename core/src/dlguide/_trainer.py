@@ -29,7 +29,7 @@ from dlguide._errors import CheckpointError, RunError, RunInterrupted, UsageErro
 from dlguide._optim import Schedule, build_optimizer
 from dlguide._plugins import Runtime, get_runtime
 from dlguide._rundir import RunDir
-from dlguide._strategy import SingleDeviceStrategy, Strategy
+from dlguide._strategy import Strategy, make_strategy
 from dlguide._task import Task
 
 
@@ -69,7 +69,7 @@ class Trainer:
         self.pm = self.runtime.run_manager(plugins or {})
         self.hook = self.pm.hook
         self.progress = progress
-        self.strategy = strategy or SingleDeviceStrategy(task.config.device)
+        self.strategy = strategy or make_strategy(task.config)
         self.monitor_mode = task.monitor_mode()
         self.stop_reason: str | None = None
         self.last_batch_size = 0
@@ -111,8 +111,10 @@ class Trainer:
         def loader(ds: Any, shuffle: bool, limit: int) -> SeededLoader | None:
             if ds is None:
                 return None
+            # batch_size is the global batch: each of several processes takes its part of it
             return SeededLoader(ds, cfg.batch_size, shuffle, cfg.seed, cfg.num_workers, pin, limit,
-                                collate_fn=self.task.collate)
+                                collate_fn=self.task.collate, rank=self.strategy.rank,
+                                world=self.strategy.world_size, evaluation=not shuffle)
 
         self.train_loader = loader(self.splits.train, True, self.limit_train) if with_train else None
         self.val_loader = loader(self.splits.val, False, self.limit_eval)
@@ -171,8 +173,10 @@ class Trainer:
         With ``background`` the state is serialized now and the bytes are written on the
         checkpoint thread while training goes on (in order with earlier writes;
         ``dlguide_checkpoint_saved`` is then called from that thread). Otherwise earlier
-        background writes finish first.
+        background writes finish first. Only the first of several processes writes.
         """
+        if not self.strategy.is_writer:
+            return path
         if same_as is not None:
             def write() -> None:
                 atomic_link(same_as, path)
@@ -265,7 +269,8 @@ class Trainer:
         try:
             if ckpt_path is not None:
                 self._restore(ckpt_path)
-                self.run_dir.truncate_epochs(self.epoch)
+                if self.strategy.is_writer:
+                    self.run_dir.truncate_epochs(self.epoch)
             if self.strategy.is_writer:
                 self.run_dir.write_config(self.task.name, to_dict(cfg))
                 self.run_dir.write_meta(self.task.meta)
@@ -292,6 +297,7 @@ class Trainer:
                         self._interrupt()
                 final = self._finish()
             self.hook.dlguide_run_end(trainer=self, metrics=final)
+            self.strategy.barrier()  # every process is done before any leaves the process group
             return final
         except BaseException as exc:
             with contextlib.suppress(Exception):  # the error in flight is the one to report

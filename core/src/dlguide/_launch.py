@@ -1,0 +1,105 @@
+"""``dlguide run/resume --nproc-per-node N``: the command starts itself again under PyTorch's
+own launcher, ``torch.distributed.run`` (torchrun), once per process.
+
+    dlguide run vision.classify --nproc-per-node 2                        # one machine
+    dlguide run TASK --nnodes 2 --node-rank 0 --rdzv-endpoint HOST:29400 --nproc-per-node 4   # on each node
+
+Started under torchrun already (``torchrun ... -m dlguide run ...``), a command runs as it is:
+torchrun's environment (``LOCAL_RANK``, ``WORLD_SIZE``) makes the run use the ddp strategy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from dlguide._errors import DlguideError, UsageError
+
+FLAGS = ("--nproc-per-node", "--nnodes", "--node-rank", "--rdzv-endpoint", "--max-restarts")
+
+
+class WorkerFailed(DlguideError):
+    """A worker process of a distributed run failed; its own error line was printed above."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def add_launch_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("distributed training (torch.distributed.run)")
+    group.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
+                       help="processes on this machine, one per device (default 1)")
+    group.add_argument("--nnodes", type=int, default=1, metavar="M", help="machines taking part (default 1)")
+    group.add_argument("--node-rank", type=int, default=0, metavar="R", help="this machine's index among them")
+    group.add_argument("--rdzv-endpoint", metavar="HOST:PORT",
+                       help="where the machines meet (c10d rendezvous on the first machine)")
+    group.add_argument("--max-restarts", type=int, default=0, metavar="K",
+                       help="restart the workers up to K times when one fails")
+
+
+def wants_launch(args: argparse.Namespace) -> bool:
+    """Whether this command must start its workers (several asked for, none running yet)."""
+    if args.nproc_per_node < 1 or args.nnodes < 1 or args.max_restarts < 0:
+        raise UsageError(f"--nproc-per-node {args.nproc_per_node}, --nnodes {args.nnodes} and --max-restarts "
+                         f"{args.max_restarts}: expected counts >= 1 (restarts >= 0)")
+    if args.nnodes > 1 and not args.rdzv_endpoint:
+        raise UsageError(f"--nnodes {args.nnodes} needs --rdzv-endpoint HOST:PORT, the same on every machine")
+    return (args.nproc_per_node > 1 or args.nnodes > 1) and "LOCAL_RANK" not in os.environ
+
+
+def worker_argv(argv: Sequence[str]) -> list[str]:
+    """The command line without the launcher's own flags (``--flag V`` and ``--flag=V``)."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in FLAGS:
+            skip = True
+        elif not arg.startswith(tuple(f"{flag}=" for flag in FLAGS)):
+            out.append(arg)
+    return out
+
+
+def check_global_batch(batch_size: int, args: argparse.Namespace) -> None:
+    """``batch_size`` is the global batch: it must divide among every process of every machine."""
+    world = args.nproc_per_node * args.nnodes
+    if batch_size % world:
+        raise UsageError(f"batch_size {batch_size} is the global batch and must divide among {world} processes; "
+                         f"choose a multiple of {world}")
+
+
+def launch(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Run this command once per process under torchrun; the first worker failure is the error."""
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    # the workers share this machine's cores (torchrun would set 1 thread each, with a warning),
+    # and a failed worker is reported here in one line, not in torchrun's log
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc_per_node)))
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    worker = worker_argv(argv)
+    if args.command == "run" and args.out is None:  # every worker, and every restart, writes the same run
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        worker += ["--out", str(Path("runs") / args.task / stamp)]
+    torchrun = [f"--nproc-per-node={args.nproc_per_node}", f"--nnodes={args.nnodes}",
+                f"--max-restarts={args.max_restarts}"]
+    if args.rdzv_endpoint:
+        torchrun += ["--rdzv-backend=c10d", f"--rdzv-endpoint={args.rdzv_endpoint}", "--rdzv-id=dlguide",
+                     f"--node-rank={args.node_rank}"]
+    else:
+        torchrun.append("--standalone")
+    try:
+        run(get_args_parser().parse_args([*torchrun, "--module", "dlguide", *worker]))
+    except ChildFailedError as exc:
+        rank, failure = min(exc.failures.items())
+        code = failure.exitcode if failure.exitcode and failure.exitcode > 0 else 1
+        raise WorkerFailed(f"worker {rank} of the distributed run failed with exit code {failure.exitcode} "
+                           "(its error is above)", code) from None
+    return 0
