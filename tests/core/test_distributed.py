@@ -76,3 +76,30 @@ def test_processes_share_every_global_batch_and_every_evaluation_sample(size, ba
     assert [len(batches(r, True, False, start=2)) for r in range(world)] == [len(parts[0]) - 2] * world
     seen = sorted(i for rank in range(world) for b in batches(rank, False, True) for i in b)
     assert seen == list(range(size))  # evaluation: every sample once, none padded in
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_launcher_stops_every_process_at_one_step_and_resume_is_exact(tmp_path):
+    import signal
+    import time
+
+    sets = ["samples=16000", "batch_size=32", "epochs=2", "dropout=0", "hidden=16", "scheduler=onecycle"]
+    full = dlguide("run", "example.sine", "--nproc-per-node", "2", "--out", tmp_path / "full", "--quiet", "--set", *sets)
+    assert full.returncode == 0, full.stderr
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, "-m", "dlguide", "run", "example.sine", "--nproc-per-node", "2", "--out",
+                             str(cut), "--quiet", "--set", *sets], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 900  # the signal must come while the second epoch trains, however slow the machine
+    while time.time() < deadline and proc.poll() is None and not (cut / "metrics.jsonl").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=900)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.strip() == (f"dlguide: error: SIGTERM received; the workers saved a checkpoint in {cut}; continue "
+                           f"with: dlguide resume {cut} --nproc-per-node 2")
+    resumed = dlguide("resume", cut, "--nproc-per-node", "2", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    expected, got = metrics(tmp_path / "full"), metrics(cut)
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, abs=1e-5), key
+    assert [json.loads(r)["epoch"] for r in (cut / "metrics.jsonl").read_text().splitlines()] == [1, 2]

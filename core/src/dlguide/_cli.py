@@ -221,6 +221,17 @@ def _print_error(exc: BaseException) -> None:
     print(f"dlguide: error: {message}", file=sys.stderr)
 
 
+def _reported_elsewhere(exc: BaseException) -> bool:
+    """An interrupt of a distributed run is told once: by the launcher, or else by the first process."""
+    import os
+
+    from dlguide._errors import RunInterrupted
+
+    if not isinstance(exc, RunInterrupted) or "LOCAL_RANK" not in os.environ:
+        return False
+    return os.environ.get("DLGUIDE_LAUNCHED") == "1" or os.environ.get("RANK", "0") != "0"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``dlguide`` and ``python -m dlguide``; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -244,7 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DlguideError as exc:
         if debug:
             raise
-        _print_error(exc)
+        if not _reported_elsewhere(exc):
+            _print_error(exc)
         return exc.exit_code
     except KeyboardInterrupt:
         print("dlguide: interrupted", file=sys.stderr)

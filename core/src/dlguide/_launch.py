@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
 from dlguide._errors import DlguideError, UsageError
 
+LAUNCHED = "DLGUIDE_LAUNCHED"
 FLAGS = ("--nproc-per-node", "--nnodes", "--node-rank", "--rdzv-endpoint", "--max-restarts")
 
 
@@ -77,17 +79,25 @@ def launch(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Run this command once per process under torchrun; the first worker failure is the error."""
     import logging
 
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import get_args_parser, run
-
     # the workers share this machine's cores (torchrun would set 1 thread each, with a warning),
     # and a failed worker is reported here in one line, not in torchrun's log
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc_per_node)))
+    os.environ.setdefault("LOGLEVEL", "ERROR")  # torch.distributed.elastic's loggers read it
+    os.environ[LAUNCHED] = "1"  # the workers leave the summary of an interrupt to this process
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
     worker = worker_argv(argv)
-    if args.command == "run" and args.out is None:  # every worker, and every restart, writes the same run
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-        worker += ["--out", str(Path("runs") / args.task / stamp)]
+    if args.command == "run":
+        where = args.out
+        if where is None:  # every worker, and every restart, writes the same run
+            where = str(Path("runs") / args.task / datetime.now().strftime("%Y%m%d-%H%M%S-%f"))
+            worker += ["--out", where]
+    else:
+        where = args.run_dir
     torchrun = [f"--nproc-per-node={args.nproc_per_node}", f"--nnodes={args.nnodes}",
                 f"--max-restarts={args.max_restarts}"]
     if args.rdzv_endpoint:
@@ -97,6 +107,11 @@ def launch(args: argparse.Namespace, argv: Sequence[str]) -> int:
         torchrun.append("--standalone")
     try:
         run(get_args_parser().parse_args([*torchrun, "--module", "dlguide", *worker]))
+    except SignalException as exc:  # torchrun passed the signal on: each worker saved at the same step
+        name = signal.Signals(exc.sigval).name
+        flags = f" --nproc-per-node {args.nproc_per_node}" + (f" --nnodes {args.nnodes}" if args.nnodes > 1 else "")
+        raise WorkerFailed(f"{name} received; the workers saved a checkpoint in {where}; continue with: "
+                           f"dlguide resume {where}{flags}", 128 + int(exc.sigval)) from None
     except ChildFailedError as exc:
         rank, failure = min(exc.failures.items())
         code = failure.exitcode if failure.exitcode and failure.exitcode > 0 else 1

@@ -107,6 +107,11 @@ class Strategy:
         """Per-sample sums of logged values and their sample count, added up over processes."""
         return dict(sums), count
 
+    def agree(self, flags: tuple[bool, ...]) -> tuple[bool, ...]:
+        """Each flag true if it is true in any process: decisions every process must take together
+        (stop on a signal, stop on a NaN), so that none waits in a collective the others left."""
+        return flags
+
     def barrier(self) -> None:
         """Wait until every process gets here."""
 
@@ -222,6 +227,13 @@ class DDPStrategy(Strategy):
         dist.all_reduce(values)
         total = values.tolist()
         return dict(zip(keys, total[1:])), int(round(total[0]))
+
+    def agree(self, flags: tuple[bool, ...]) -> tuple[bool, ...]:
+        import torch.distributed as dist
+
+        values = torch.tensor([float(f) for f in flags], device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(values, op=dist.ReduceOp.MAX)
+        return tuple(bool(v) for v in values.tolist())
 
     def barrier(self) -> None:
         import torch.distributed as dist

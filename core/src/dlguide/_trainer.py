@@ -88,6 +88,8 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self._partial: dict[str, Any] = {}
         self._stop_signal: int | None = None
+        self._stop_agreed = False  # several processes: whether any of them was asked to stop (see _check_finite)
+        self.distributed = False  # more than one process: stop decisions are agreed between them
         self.optimizers: list[torch.optim.Optimizer] = []
         self.schedules: list[Schedule] = []
         self.scaler: torch.amp.GradScaler | None = None
@@ -102,6 +104,7 @@ class Trainer:
         seed_everything(cfg.seed, cfg.deterministic)
         self.strategy.setup()
         self.device = self.strategy.device
+        self.distributed = self.strategy.world_size > 1
         self.splits = self.task.build_data()
         self.model = self.strategy.wrap(self.task.build_model())
         self.module = self.strategy.unwrap(self.model)
@@ -293,22 +296,26 @@ class Trainer:
                     self.history.append(metrics)
                     self.task.on_epoch_end(self.epoch, metrics)
                     self.hook.dlguide_epoch_end(trainer=self, epoch=self.epoch, metrics=metrics)
-                    if self._stop_signal is not None:
+                    if self._stop_requested():
                         self._interrupt()
                 final = self._finish()
             self.hook.dlguide_run_end(trainer=self, metrics=final)
             self.strategy.barrier()  # every process is done before any leaves the process group
+            self.strategy.teardown()  # not on an error: a peer may have gone, and leaving would fail instead
             return final
         except BaseException as exc:
             with contextlib.suppress(Exception):  # the error in flight is the one to report
                 self.checkpoint_writer.close()
             self.hook.dlguide_run_exception(trainer=self, exception=exc)
+            if self.distributed and isinstance(exc, RunError):  # an agreed stop: every process is here
+                with contextlib.suppress(Exception):
+                    self.strategy.barrier()
+                    self.strategy.teardown()
             raise
         finally:
             self.checkpoint_writer.close()
             for name in plugins:
                 self.pm.unregister(name=name)
-            self.strategy.teardown()
             restore_rng(rng)
 
     def _train_epoch(self) -> dict[str, float]:
@@ -371,7 +378,8 @@ class Trainer:
             self.batch_in_epoch = batch_idx + 1
             self.last_batch_size = n
             batch_end(trainer=self, batch_idx=batch_idx, loss=logged)
-            if self._stop_signal is not None and (batch_idx + 1) % accum == 0 and self.batch_in_epoch < n_batches:
+            stop = self._stop_agreed if self.distributed else self._stop_signal is not None
+            if stop and (batch_idx + 1) % accum == 0 and self.batch_in_epoch < n_batches:
                 self._interrupt()  # at a step boundary
         sums, count = self.strategy.reduce_sums(sums, count)
         return {f"train/{k}": v / max(count, 1) for k, v in sums.items()}
@@ -394,10 +402,29 @@ class Trainer:
         if self.task.automatic_optimization:
             self.global_step += 1
 
+    def _stop_requested(self) -> bool:
+        """Whether a signal asked the run to stop (in any process, agreed by all of them)."""
+        if self.distributed:
+            return self.strategy.agree((self._stop_signal is not None,))[0]
+        return self._stop_signal is not None
+
     def _check_finite(self, value: Any, batch_idx: int, key: str = "loss") -> float:
-        """``value`` as a number (a tensor's mean), or RunError when it is NaN or infinite."""
+        """``value`` as a number (a tensor's mean), or RunError when it is NaN or infinite.
+
+        Among several processes the verdict is agreed before any backward pass, together with
+        whether any process was asked to stop: every process stops at the same step, none is
+        left waiting in a collective.
+        """
         number = scalar(value)  # one read: the device sync that an isfinite check would cost anyway
-        if not math.isfinite(number):
+        finite = math.isfinite(number)
+        if self.distributed:
+            bad, self._stop_agreed = self.strategy.agree((not finite, self._stop_signal is not None))
+            if bad and finite:
+                with contextlib.suppress(Exception):
+                    self.checkpoint_writer.wait()
+                raise RunError(f"{key} is not finite in another process at epoch {self.epoch + 1}, batch "
+                               f"{batch_idx}, step {self.global_step}; run stopped")
+        if not finite:
             with contextlib.suppress(Exception):
                 self.checkpoint_writer.wait()  # the last good checkpoint may still be on its way
             last = self.run_dir.last_ckpt
