@@ -57,7 +57,7 @@ def test_a_global_batch_that_does_not_divide_is_refused_before_any_worker_starts
 
 
 def test_the_launcher_passes_everything_but_its_own_flags():
-    argv = ["run", "example.sine", "--nproc-per-node", "2", "--nnodes=1", "--set", "epochs=2", "--max-restarts", "1"]
+    argv = ["run", "example.sine", "--nproc-per-node", "2", "--nnodes=1", "--set", "epochs=2", "--node-rank", "0"]
     assert worker_argv(argv) == ["run", "example.sine", "--set", "epochs=2"]
 
 
@@ -103,3 +103,27 @@ def test_sigterm_to_the_launcher_stops_every_process_at_one_step_and_resume_is_e
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, abs=1e-5), key
     assert [json.loads(r)["epoch"] for r in (cut / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_launchers_on_one_machine_run_as_two_nodes(tmp_path):
+    endpoint = f"127.0.0.1:{free_port()}"
+    out = tmp_path / "run"
+    nodes = [subprocess.Popen([sys.executable, "-m", "dlguide", "run", "example.sine", "--nnodes", "2", "--node-rank",
+                               str(rank), "--rdzv-endpoint", endpoint, "--out", str(out), "--quiet", "--set", *SETS],
+                              stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    errors = [node.communicate(timeout=900)[1] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], errors
+    one = dlguide("run", "example.sine", "--out", tmp_path / "one", "--quiet", "--set", *SETS)
+    assert one.returncode == 0, one.stderr
+    for key, value in metrics(tmp_path / "one").items():  # two nodes of one process each train as one process
+        assert metrics(out)[key] == pytest.approx(value, abs=1e-5), key
+

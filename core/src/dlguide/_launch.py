@@ -20,7 +20,7 @@ from pathlib import Path
 from dlguide._errors import DlguideError, UsageError
 
 LAUNCHED = "DLGUIDE_LAUNCHED"
-FLAGS = ("--nproc-per-node", "--nnodes", "--node-rank", "--rdzv-endpoint", "--max-restarts")
+FLAGS = ("--nproc-per-node", "--nnodes", "--node-rank", "--rdzv-endpoint")
 
 
 class WorkerFailed(DlguideError):
@@ -39,15 +39,12 @@ def add_launch_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--node-rank", type=int, default=0, metavar="R", help="this machine's index among them")
     group.add_argument("--rdzv-endpoint", metavar="HOST:PORT",
                        help="where the machines meet (c10d rendezvous on the first machine)")
-    group.add_argument("--max-restarts", type=int, default=0, metavar="K",
-                       help="restart the workers up to K times when one fails")
 
 
 def wants_launch(args: argparse.Namespace) -> bool:
     """Whether this command must start its workers (several asked for, none running yet)."""
-    if args.nproc_per_node < 1 or args.nnodes < 1 or args.max_restarts < 0:
-        raise UsageError(f"--nproc-per-node {args.nproc_per_node}, --nnodes {args.nnodes} and --max-restarts "
-                         f"{args.max_restarts}: expected counts >= 1 (restarts >= 0)")
+    if args.nproc_per_node < 1 or args.nnodes < 1:
+        raise UsageError(f"--nproc-per-node {args.nproc_per_node} and --nnodes {args.nnodes}: expected counts >= 1")
     if args.nnodes > 1 and not args.rdzv_endpoint:
         raise UsageError(f"--nnodes {args.nnodes} needs --rdzv-endpoint HOST:PORT, the same on every machine")
     return (args.nproc_per_node > 1 or args.nnodes > 1) and "LOCAL_RANK" not in os.environ
@@ -98,8 +95,7 @@ def launch(args: argparse.Namespace, argv: Sequence[str]) -> int:
             worker += ["--out", where]
     else:
         where = args.run_dir
-    torchrun = [f"--nproc-per-node={args.nproc_per_node}", f"--nnodes={args.nnodes}",
-                f"--max-restarts={args.max_restarts}"]
+    torchrun = [f"--nproc-per-node={args.nproc_per_node}", f"--nnodes={args.nnodes}"]
     if args.rdzv_endpoint:
         torchrun += ["--rdzv-backend=c10d", f"--rdzv-endpoint={args.rdzv_endpoint}", "--rdzv-id=dlguide",
                      f"--node-rank={args.node_rank}"]
