@@ -92,12 +92,13 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     rt: Runtime = args.runtime
-    from dlguide._launch import check_global_batch, launch, wants_launch
+    from dlguide._launch import launch, wants_launch
     from dlguide._runs import build_task, run_task
+    from dlguide._strategy import check_global_batch
 
     if wants_launch(args):  # the config's usage errors are said once, before any worker starts
         task = build_task(args.task, config_file=args.config, overrides=args.set, runtime=rt)
-        check_global_batch(task.config.batch_size, args)
+        check_global_batch(task.config.batch_size, args.nproc_per_node * args.nnodes)
         return launch(args, args.argv)
     run_task(args.task, config_file=args.config, overrides=args.set, out=args.out, runtime=rt,
              progress=_progress(args))
@@ -106,14 +107,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     rt: Runtime = args.runtime
-    from dlguide._launch import check_global_batch, launch, wants_launch
+    from dlguide._launch import launch, wants_launch
     from dlguide._rundir import RunDir
     from dlguide._runs import build_task, resume_run
+    from dlguide._strategy import check_global_batch
 
     if wants_launch(args):
         name, saved = RunDir.existing(args.run_dir).read_config()
         task = build_task(name, base=saved, overrides=args.set, runtime=rt)
-        check_global_batch(task.config.batch_size, args)
+        check_global_batch(task.config.batch_size, args.nproc_per_node * args.nnodes)
         return launch(args, args.argv)
     resume_run(args.run_dir, overrides=args.set, runtime=rt, progress=_progress(args))
     return 0

@@ -204,15 +204,25 @@ def _apply(obj: Any, data: Mapping[str, Any], prefix: str, from_text: bool) -> A
     return dataclasses.replace(obj, **changes)
 
 
+def value_at(cfg: Any, key: str) -> Any:
+    """The value of a dotted key (``section.key``) of a config."""
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def changed_keys(before: Any, after: Any) -> list[str]:
+    """The dotted keys whose values differ between two configs of the same class."""
+    return [info.key for info in describe(type(after)) if value_at(before, info.key) != value_at(after, info.key)]
+
+
 def check_registered(cfg: Any, choices: Any) -> None:
     """Each key declared with ``option(registry=KIND)`` names one of ``choices(KIND)``, or a
     UsageError lists what is registered (with the closest names)."""
     for info in describe(type(cfg)):
         if info.registry is None:
             continue
-        value: Any = cfg
-        for part in info.key.split("."):
-            value = getattr(value, part)
+        value = value_at(cfg, info.key)
         allowed = choices(info.registry)
         if value not in allowed:
             raise UsageError(f"invalid value for {info.key!r}: {value!r}; registered {info.registry}s: "

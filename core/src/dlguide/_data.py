@@ -36,7 +36,8 @@ class EpochBatches(Sampler[list[int]]):
         order = self._order()  # drawn when the epoch's iteration begins, as RandomSampler does
         start, self.start = self.start, 0
         if self.shard_whole:
-            mine = _part(order, self.rank, self.world)
+            begin, end = _bounds(self.size, self.rank, self.world)
+            mine = order[begin:end]
             step = max(1, self.batch_size // self.world)
             for i in range(start * step, len(mine), step):
                 yield mine[i:i + step]
@@ -45,21 +46,24 @@ class EpochBatches(Sampler[list[int]]):
             batch = order[first:first + self.batch_size]
             if len(batch) < self.world:  # a tail smaller than the processes: no process may go empty
                 return
-            yield _part(batch, self.rank, self.world)
+            begin, end = _bounds(len(batch), self.rank, self.world)
+            yield batch[begin:end]
 
     def __len__(self) -> int:
         if self.shard_whole:
             step = max(1, self.batch_size // self.world)
-            return -(-len(_part(list(range(self.size)), self.rank, self.world)) // step)
+            begin, end = _bounds(self.size, self.rank, self.world)
+            return -(-(end - begin) // step)
         full, tail = divmod(self.size, self.batch_size)
         return full + (1 if tail >= self.world else 0)
 
 
-def _part(items: list[int], rank: int, world: int) -> list[int]:
-    """Process ``rank``'s contiguous share of ``items`` (the first ``len % world`` shares one longer)."""
-    size, extra = divmod(len(items), world)
+def _bounds(length: int, rank: int, world: int) -> tuple[int, int]:
+    """Where process ``rank``'s contiguous share of ``length`` items begins and ends (the first
+    ``length % world`` shares are one longer)."""
+    size, extra = divmod(length, world)
     begin = rank * size + min(rank, extra)
-    return items[begin:begin + size + (1 if rank < extra else 0)]
+    return begin, begin + size + (1 if rank < extra else 0)
 
 
 class SeededLoader:

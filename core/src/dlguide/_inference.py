@@ -80,7 +80,7 @@ class RawInput:
     def local_path(self) -> Iterator[Path]:
         """A local path holding the input: ``path`` itself, or its bytes in a temporary folder
         under the input's own file name (so a reader can tell the format from the suffix)."""
-        if self.path is not None and (self.value is None or self.path.exists()):
+        if self.path is not None and self.path.exists():
             yield self.path
             return
         name = Path(self.name or "input").name or "input"
@@ -125,9 +125,8 @@ def split_batch(outputs: Any, n: int) -> list[Any]:
         parts = {k: split_batch(v, n) for k, v in outputs.items()}
         return [{k: parts[k][i] for k in parts} for i in range(n)]
     if isinstance(outputs, (list, tuple)):
-        parts_list = [split_batch(v, n) for v in outputs]
-        return [type(outputs)(p[i] for p in parts_list) if isinstance(outputs, tuple) else [p[i] for p in parts_list]
-                for i in range(n)]
+        rows = zip(*(split_batch(v, n) for v in outputs))
+        return [tuple(row) if isinstance(outputs, tuple) else list(row) for row in rows]
     raise ValueError(f"predict_step returned a {type(outputs).__name__}; expected tensors")
 
 

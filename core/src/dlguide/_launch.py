@@ -64,14 +64,6 @@ def worker_argv(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def check_global_batch(batch_size: int, args: argparse.Namespace) -> None:
-    """``batch_size`` is the global batch: it must divide among every process of every machine."""
-    world = args.nproc_per_node * args.nnodes
-    if batch_size % world:
-        raise UsageError(f"batch_size {batch_size} is the global batch and must divide among {world} processes; "
-                         f"choose a multiple of {world}")
-
-
 def launch(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Run this command once per process under torchrun; the first worker failure is the error."""
     import logging

@@ -87,21 +87,6 @@ def run_task(name: str, *, config_file: str | Path | None = None, overrides: Ite
     return RunResult(name, run_dir.path, metrics)
 
 
-def changed_keys(before: Any, after: Any) -> list[str]:
-    """Dotted keys whose values differ between two configs of the same class."""
-    def flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            if isinstance(value, Mapping):
-                out.update(flat(value, f"{prefix}{key}."))
-            else:
-                out[f"{prefix}{key}"] = value
-        return out
-
-    old, new = flat(cfgmod.to_dict(before)), flat(cfgmod.to_dict(after))
-    return sorted(k for k in new if old.get(k) != new[k])
-
-
 def resume_run(path: str | Path, *, overrides: Iterable[str] = (), runtime: Runtime | None = None,
                progress: str = "auto", strategy: Strategy | None = None,
                plugins: Mapping[str, object] | None = None) -> RunResult:
@@ -122,12 +107,13 @@ def resume_run(path: str | Path, *, overrides: Iterable[str] = (), runtime: Runt
     overrides = list(overrides)
     task = build_task(name, base=saved, overrides=overrides, runtime=rt)
     if overrides:
-        as_saved = build_task(name, base=saved, runtime=rt).config
-        refused = [k for k in changed_keys(as_saved, task.config) if k not in task.config.resume_keys]
+        as_saved = cfgmod.resolve(type(task.config), base=saved)
+        refused = [k for k in cfgmod.changed_keys(as_saved, task.config) if k not in task.config.resume_keys]
         if refused:
             allowed = ", ".join(sorted(task.config.resume_keys))
+            was = cfgmod.value_at(as_saved, refused[0])
             raise UsageError(f"{refused[0]!r} cannot change when a run resumes (it was "
-                             f"{_value_of(as_saved, refused[0])!r}); keys that may: {allowed}")
+                             f"{str(was) if isinstance(was, Path) else was!r}); keys that may: {allowed}")
     ckpt = load_checkpoint(run_dir.last_ckpt, name)
     task.meta = dict(ckpt.get("meta") or {})
     done = int(ckpt["epoch"])
@@ -136,12 +122,6 @@ def resume_run(path: str | Path, *, overrides: Iterable[str] = (), runtime: Runt
     trainer = Trainer(task, run_dir, runtime=rt, progress=progress, strategy=strategy, plugins=plugins)
     metrics = trainer.fit(ckpt_path=run_dir.last_ckpt)
     return RunResult(name, run_dir.path, metrics)
-
-
-def _value_of(cfg: Any, key: str) -> Any:
-    for part in key.split("."):
-        cfg = getattr(cfg, part)
-    return str(cfg) if isinstance(cfg, Path) else cfg
 
 
 def load_run(path: str | Path, *, runtime: Runtime | None = None, device: str | None = None) -> Any:
@@ -209,9 +189,6 @@ def predict_run(path: str | Path, inputs: Sequence[str | RawInput], *, out: str 
     task = load_run(path, runtime=runtime)
     if out is not None and not task.writes_files:
         raise UsageError(f"task {task.name!r} prints its predictions and writes no files; drop --out")
-    raws = [i if isinstance(i, RawInput) else None for i in inputs]
-    words = [i for i in inputs if not isinstance(i, RawInput)]
-    parsed = iter(cli_inputs(task, words))
-    raws = [r if r is not None else next(parsed) for r in raws]
+    raws = [i if isinstance(i, RawInput) else cli_inputs(task, [i])[0] for i in inputs]
     out_dir = Path(out) if out is not None else (Path(path) / "predictions" if task.writes_files else None)
     return task, predict(task, raws, out_dir=out_dir)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -118,15 +118,6 @@ class Strategy:
     def broadcast(self, obj: Any) -> Any:
         """The first process's ``obj``, on every process."""
         return obj
-
-    @contextlib.contextmanager
-    def writer_first(self) -> Iterator[None]:
-        """The first process runs the block (it writes a shared file) before the others read it."""
-        if not self.is_writer:
-            self.barrier()
-        yield
-        if self.is_writer:
-            self.barrier()
 
 
 class SingleDeviceStrategy(Strategy):
@@ -248,6 +239,13 @@ class DDPStrategy(Strategy):
         return box[0]
 
 
+def check_global_batch(batch_size: int, world: int) -> None:
+    """``batch_size`` is the global batch: it must divide among every process of every machine."""
+    if batch_size % world:
+        raise UsageError(f"batch_size {batch_size} is the global batch and must divide among {world} processes; "
+                         f"choose a multiple of {world}")
+
+
 def make_strategy(config: Any) -> Strategy:
     """The strategy a config asks for: ``auto`` is ddp when torchrun started several processes."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -258,7 +256,5 @@ def make_strategy(config: Any) -> Strategy:
         if world > 1:
             raise UsageError(f"strategy single runs one process, but {world} were started; use strategy=ddp")
         return SingleDeviceStrategy(config.device)
-    if config.batch_size % world:  # the launcher says so before starting; torchrun's own workers learn it here
-        raise UsageError(f"batch_size {config.batch_size} is the global batch and must divide among {world} "
-                         f"processes; choose a multiple of {world}")
+    check_global_batch(config.batch_size, world)  # the launcher checks first; torchrun's own workers here
     return DDPStrategy(config.device, config.sync_batchnorm)

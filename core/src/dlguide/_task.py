@@ -147,6 +147,11 @@ class Task:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        from dlguide._inference import INPUT_KINDS
+
+        if cls.input_kind not in INPUT_KINDS:
+            raise TypeError(f"{cls.__qualname__}.input_kind is {cls.input_kind!r}; expected one of "
+                            f"{', '.join(INPUT_KINDS)}")
         config = cls.__dict__.get("Config")
         if config is not None and not (isinstance(config, type) and issubclass(config, TrainConfig)
                                        and dataclasses.is_dataclass(config)):

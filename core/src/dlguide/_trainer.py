@@ -457,9 +457,9 @@ class Trainer:
                     loss_sum = loss_sum + loss.detach().float() * n
                 count += n
         model.train()
-        if count:
-            sums, count = self.strategy.reduce_sums({"loss": float(loss_sum)}, count)
-            loss_sum = sums["loss"]
+        # every process adds its share, even one whose share held no batch: a collective left out would hang
+        sums, count = self.strategy.reduce_sums({"loss": float(loss_sum)}, count)
+        loss_sum = sums["loss"]
         out = flatten_metrics(stage, {k: m.compute() for k, m in metrics.items()} if metrics else {},
                               list(task.class_names() or []))
         if count:
