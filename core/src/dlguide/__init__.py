@@ -55,6 +55,7 @@ _EXPORTS: dict[str, str] = {
     # running and using runs
     "Trainer": "_trainer",
     "Strategy": "_strategy",
+    "gather_rows": "_strategy",
     "SingleDeviceStrategy": "_strategy",
     "RunResult": "_runs",
     "run_task": "_runs",

@@ -177,7 +177,10 @@ class Checkpointer:
         if improved:
             self.best = value
         final = trainer.should_stop or trainer.epoch >= trainer.max_epochs
-        if not final and time.monotonic() - self.written_at < self.interval:
+        # every process takes the same decision (the first to pass the interval decides): a
+        # checkpoint's state may need every process to gather it
+        due = trainer.strategy.agree((time.monotonic() - self.written_at >= self.interval,))[0]
+        if not final and not due:
             if improved:
                 from dlguide._checkpoint import detached_copy
 
@@ -247,10 +250,11 @@ class ProgressReporter:
 
     @hookimpl
     def dlguide_run_start(self, trainer: Trainer) -> None:
-        where = f"resuming at epoch {trainer.epoch + 1}" if trainer.epoch or trainer.batch_in_epoch else "starting"
+        where = (f"resuming at epoch {trainer.epoch + 1} of {trainer.max_epochs}" if trainer.epoch or trainer.batch_in_epoch
+                 else f"{trainer.max_epochs} epochs")
         world = self.world = trainer.strategy.world_size
         on = f"{trainer.device}" + (f" x {world} processes ({trainer.strategy.name})" if world > 1 else "")
-        self._print(f"{trainer.task.name}: {where} of {trainer.max_epochs} on {on} "
+        self._print(f"{trainer.task.name}: {where} on {on} "
                     f"(precision {trainer.config.precision}) -> {trainer.run_dir.path}")
 
     @hookimpl

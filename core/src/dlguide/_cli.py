@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -93,13 +94,23 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     rt: Runtime = args.runtime
     from dlguide._launch import launch, wants_launch
-    from dlguide._runs import build_task, run_task
-    from dlguide._strategy import check_global_batch
+    from dlguide._rundir import RunDir
+    from dlguide._runs import build_task, resume_run, run_task
+    from dlguide._strategy import check_distributed
 
     if wants_launch(args):  # the config's usage errors are said once, before any worker starts
         task = build_task(args.task, config_file=args.config, overrides=args.set, runtime=rt)
-        check_global_batch(task.config.batch_size, args.nproc_per_node * args.nnodes)
+        check_distributed(task.config, args.nproc_per_node * args.nnodes)
         return launch(args, args.argv)
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0 and args.out:
+        # torchrun restarted the workers (--max-restarts) after one failed: continue the same
+        # run from its last checkpoint, or start it again when it never wrote one
+        run_dir = RunDir(args.out)
+        if run_dir.last_ckpt.is_file():
+            resume_run(args.out, overrides=args.set, runtime=rt, progress=_progress(args))
+            return 0
+        if os.environ.get("RANK", "0") == "0":
+            run_dir.clear_unstarted()
     run_task(args.task, config_file=args.config, overrides=args.set, out=args.out, runtime=rt,
              progress=_progress(args))
     return 0
@@ -110,12 +121,12 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from dlguide._launch import launch, wants_launch
     from dlguide._rundir import RunDir
     from dlguide._runs import build_task, resume_run
-    from dlguide._strategy import check_global_batch
+    from dlguide._strategy import check_distributed
 
     if wants_launch(args):
         name, saved = RunDir.existing(args.run_dir).read_config()
         task = build_task(name, base=saved, overrides=args.set, runtime=rt)
-        check_global_batch(task.config.batch_size, args.nproc_per_node * args.nnodes)
+        check_distributed(task.config, args.nproc_per_node * args.nnodes)
         return launch(args, args.argv)
     resume_run(args.run_dir, overrides=args.set, runtime=rt, progress=_progress(args))
     return 0

@@ -53,6 +53,29 @@ class RunContext:
         return self._trainer.strategy.is_writer
 
     @property
+    def rank(self) -> int:
+        """This process's index among the run's processes (0 for the first, and for a single process)."""
+        return self._trainer.strategy.rank
+
+    @property
+    def world_size(self) -> int:
+        """Processes taking part in the run (1 unless started with several)."""
+        return self._trainer.strategy.world_size
+
+    @property
+    def batch_rows(self) -> tuple[int, int, int]:
+        """During a training step: ``(begin, end, global_size)``, the rows of the global batch that
+        this process holds (``(0, n, n)`` in a single process). Per-sample random draws made for
+        the whole global batch, then sliced to these rows, are the same at any number of processes."""
+        return self._trainer.batch_rows
+
+    def broadcast(self, obj: Any) -> Any:
+        """The first process's ``obj`` on every process (itself in a single process): for work
+        that only the first process does, such as fitting with a library that has no
+        distributed mode. Every process must call it at the same point."""
+        return self._trainer.strategy.broadcast(obj)
+
+    @property
     def verbose(self) -> bool:
         """Whether the run prints progress (a task's own notes should follow it)."""
         return self._trainer.progress != "none"

@@ -49,6 +49,14 @@ class EpochBatches(Sampler[list[int]]):
             begin, end = _bounds(len(batch), self.rank, self.world)
             yield batch[begin:end]
 
+    def rows(self, batch_idx: int) -> tuple[int, int, int]:
+        """Where this process's part of training batch ``batch_idx`` lies in the global batch:
+        ``(begin, end, global_size)``; a task that draws per-sample random numbers (negatives)
+        draws them for the global batch and keeps its rows, so any number of processes draws
+        what one process draws."""
+        total = min(self.batch_size, self.size - batch_idx * self.batch_size)
+        return (*_bounds(total, self.rank, self.world), total)
+
     def __len__(self) -> int:
         if self.shard_whole:
             step = max(1, self.batch_size // self.world)
@@ -68,7 +76,9 @@ def _bounds(length: int, rank: int, world: int) -> tuple[int, int]:
 
 class SeededLoader:
     """A DataLoader whose order in epoch ``e`` depends only on ``(seed, e)``, whatever the number
-    of processes (``rank`` of ``world``) that share it."""
+    of processes (``rank`` of ``world``) that share it. A dataset with a ``set_epoch(epoch)``
+    method is told the epoch before each one, so that its random augmentation can be a function
+    of (seed, epoch, sample) too: the same in any process, in any worker and after a resume."""
 
     def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int,
                  pin_memory: bool, limit: int = 0, collate_fn: Callable[[list[Any]], Any] | None = None,
@@ -89,6 +99,9 @@ class SeededLoader:
         """Iterate the batches of ``epoch``, starting after ``skip_batches`` of them."""
         self.generator.manual_seed(self.seed + epoch)
         self.sampler.start = skip_batches
+        set_epoch = getattr(self.loader.dataset, "set_epoch", None)
+        if callable(set_epoch):  # PyTorch's convention (DistributedSampler, datasets' IterableDataset)
+            set_epoch(epoch)
         for i, batch in enumerate(self.loader, start=skip_batches):
             if i >= self.num_batches:
                 break

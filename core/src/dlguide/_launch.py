@@ -3,6 +3,7 @@ own launcher, ``torch.distributed.run`` (torchrun), once per process.
 
     dlguide run vision.classify --nproc-per-node 2                        # one machine
     dlguide run TASK --nnodes 2 --node-rank 0 --rdzv-endpoint HOST:29400 --nproc-per-node 4   # on each node
+    dlguide run TASK --nproc-per-node 2 --max-restarts 1   # a failed worker: all restart from the last checkpoint
 
 Started under torchrun already (``torchrun ... -m dlguide run ...``), a command runs as it is:
 torchrun's environment (``LOCAL_RANK``, ``WORLD_SIZE``) makes the run use the ddp strategy.
@@ -20,7 +21,7 @@ from pathlib import Path
 from dlguide._errors import DlguideError, UsageError
 
 LAUNCHED = "DLGUIDE_LAUNCHED"
-FLAGS = ("--nproc-per-node", "--nnodes", "--node-rank", "--rdzv-endpoint")
+FLAGS = ("--nproc-per-node", "--nnodes", "--node-rank", "--rdzv-endpoint", "--max-restarts")
 
 
 class WorkerFailed(DlguideError):
@@ -39,12 +40,17 @@ def add_launch_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--node-rank", type=int, default=0, metavar="R", help="this machine's index among them")
     group.add_argument("--rdzv-endpoint", metavar="HOST:PORT",
                        help="where the machines meet (c10d rendezvous on the first machine)")
+    group.add_argument("--max-restarts", type=int, default=0, metavar="K",
+                       help="when a worker fails, restart every worker up to K times; they continue "
+                            "from the last checkpoint (default 0)")
 
 
 def wants_launch(args: argparse.Namespace) -> bool:
     """Whether this command must start its workers (several asked for, none running yet)."""
     if args.nproc_per_node < 1 or args.nnodes < 1:
         raise UsageError(f"--nproc-per-node {args.nproc_per_node} and --nnodes {args.nnodes}: expected counts >= 1")
+    if args.max_restarts < 0:
+        raise UsageError(f"--max-restarts {args.max_restarts}: expected a count >= 0")
     if args.nnodes > 1 and not args.rdzv_endpoint:
         raise UsageError(f"--nnodes {args.nnodes} needs --rdzv-endpoint HOST:PORT, the same on every machine")
     return (args.nproc_per_node > 1 or args.nnodes > 1) and "LOCAL_RANK" not in os.environ
@@ -87,7 +93,8 @@ def launch(args: argparse.Namespace, argv: Sequence[str]) -> int:
             worker += ["--out", where]
     else:
         where = args.run_dir
-    torchrun = [f"--nproc-per-node={args.nproc_per_node}", f"--nnodes={args.nnodes}"]
+    torchrun = [f"--nproc-per-node={args.nproc_per_node}", f"--nnodes={args.nnodes}",
+                f"--max-restarts={args.max_restarts}"]
     if args.rdzv_endpoint:
         torchrun += ["--rdzv-backend=c10d", f"--rdzv-endpoint={args.rdzv_endpoint}", "--rdzv-id=dlguide",
                      f"--node-rank={args.node_rank}"]
@@ -101,7 +108,10 @@ def launch(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise WorkerFailed(f"{name} received; the workers saved a checkpoint in {where}; continue with: "
                            f"dlguide resume {where}{flags}", 128 + int(exc.sigval)) from None
     except ChildFailedError as exc:
-        rank, failure = min(exc.failures.items())
+        # the worker that raised, not the ones torchrun then stopped with a signal (negative codes)
+        failures = sorted(exc.failures.items(), key=lambda item: (not (item[1].exitcode or 0) > 0,
+                                                                  item[1].timestamp, item[0]))
+        rank, failure = failures[0]
         code = failure.exitcode if failure.exitcode and failure.exitcode > 0 else 1
         raise WorkerFailed(f"worker {rank} of the distributed run failed with exit code {failure.exitcode} "
                            "(its error is above)", code) from None

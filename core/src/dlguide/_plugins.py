@@ -99,6 +99,22 @@ def _check_unknown_hooks(plugin: object, name: str) -> None:
             raise PluginError(f"plugin {name!r} implements unknown hook {attr!r}")
 
 
+class _ModuleSource:
+    """A plugin named in ``DLGUIDE_PLUGINS`` by its module (as ``PYTEST_PLUGINS`` names them)."""
+
+    def __init__(self, module: str) -> None:
+        self.module = module
+
+    def load(self) -> object:
+        import importlib
+
+        return importlib.import_module(self.module)
+
+
+def _env_modules() -> list[str]:
+    return [n.strip() for n in os.environ.get("DLGUIDE_PLUGINS", "").split(",") if n.strip()]
+
+
 def load_runtime(
     *,
     strict: bool | None = None,
@@ -109,7 +125,8 @@ def load_runtime(
     """Load the ``dlguide`` entry points (and ``extra`` name -> module) into a new Runtime.
 
     ``strict`` and ``disable`` default to ``DLGUIDE_STRICT_PLUGINS`` and
-    ``DLGUIDE_DISABLE_PLUGINS``.
+    ``DLGUIDE_DISABLE_PLUGINS``; with entry points, the modules listed (comma-separated) in
+    ``DLGUIDE_PLUGINS`` are loaded too.
     """
     strict = _env_flag("DLGUIDE_STRICT_PLUGINS") if strict is None else strict
     disabled = _disabled_names() if disable is None else set(disable)
@@ -124,6 +141,9 @@ def load_runtime(
             if ep.name not in seen:  # the same dist on sys.path twice lists its entry points twice
                 seen.add(ep.name)
                 candidates.append((ep.name, ep))
+        # modules named in DLGUIDE_PLUGINS load after the installed ones: a plugin under development
+        # (or a test's) without an installed entry point, in every process of a distributed run too
+        candidates.extend((module, _ModuleSource(module)) for module in _env_modules() if module not in seen)
     candidates.extend((extra or {}).items())
 
     for name, source in candidates:
@@ -135,7 +155,7 @@ def load_runtime(
             continue
         plugin: object | None = None
         try:
-            plugin = source.load() if isinstance(source, EntryPoint) else source
+            plugin = source.load() if isinstance(source, (EntryPoint, _ModuleSource)) else source
             _check_unknown_hooks(plugin, name)
             pm.register(plugin, name=name)
             info.hooks = _hook_names(pm, plugin)
@@ -157,6 +177,8 @@ def load_runtime(
 def _distribution_of(source: EntryPoint | object) -> tuple[str, str]:
     if isinstance(source, EntryPoint) and source.dist is not None:
         return source.dist.name, source.dist.version
+    if isinstance(source, _ModuleSource):
+        return "DLGUIDE_PLUGINS", "-"
     module = source if isinstance(source, types.ModuleType) else None
     return (module.__name__ if module else "<local>"), "-"
 

@@ -56,6 +56,18 @@ class RunDir:
         run.path.mkdir(parents=True, exist_ok=True)
         return run
 
+    def clear_unstarted(self) -> None:
+        """Remove what a run that never wrote a checkpoint left (its config, epoch log, logs), so
+        that it can start again in the same directory; a run with a checkpoint is left alone."""
+        import shutil
+
+        if self.last_ckpt.exists() or self.best_ckpt.exists():
+            return
+        for name in ("config.yaml", "task.json", "metrics.jsonl", "learning_curves.png"):
+            (self.path / name).unlink(missing_ok=True)
+        for name in ("tensorboard", "checkpoints"):
+            shutil.rmtree(self.path / name, ignore_errors=True)
+
     @classmethod
     def existing(cls, path: str | Path) -> RunDir:
         run = cls(path)

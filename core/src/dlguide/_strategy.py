@@ -60,8 +60,9 @@ class Strategy:
         """Release what ``setup`` started."""
 
     # -- model and data ---------------------------------------------------------------
-    def wrap(self, module: nn.Module) -> nn.Module:
-        """Move ``module`` to the device and return the model that training and inference call."""
+    def wrap(self, module: nn.Module, *, automatic_optimization: bool = True) -> nn.Module:
+        """Move ``module`` to the device and return the model that training and inference call
+        (``automatic_optimization`` false: the task steps its own optimizers, as a GAN does)."""
         return module.to(self.device)
 
     def unwrap(self, model: nn.Module) -> nn.Module:
@@ -101,6 +102,32 @@ class Strategy:
             scaler.update()
         else:
             optimizer.step()
+
+    # -- state ------------------------------------------------------------------------
+    #: whether taking or loading the state is a collective every process must enter (FSDP)
+    collective_state = False
+
+    def model_state(self, module: nn.Module) -> dict[str, Any]:
+        """The module's whole state dict, as one process would have it (for checkpoints and weights)."""
+        return module.state_dict()
+
+    def load_model_state(self, module: nn.Module, state: Mapping[str, Any]) -> None:
+        """Load a whole state dict saved by ``model_state``."""
+        module.load_state_dict(state)
+
+    def optimizer_state(self, module: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """The optimizer's whole state dict."""
+        return optimizer.state_dict()
+
+    def load_optimizer_state(self, module: nn.Module, optimizer: torch.optim.Optimizer,
+                             state: Mapping[str, Any]) -> None:
+        """Load an optimizer state saved by ``optimizer_state``."""
+        optimizer.load_state_dict(state)
+
+    def evaluation(self, model: nn.Module) -> contextlib.AbstractContextManager[None]:
+        """Around forward passes that processes make in different numbers (an evaluation share,
+        pictures drawn by the first process): a sharded model is gathered whole first."""
+        return contextlib.nullcontext()
 
     # -- agreement between processes --------------------------------------------------
     def reduce_sums(self, sums: Mapping[str, float], count: int) -> tuple[dict[str, float], int]:
@@ -144,6 +171,7 @@ class DDPStrategy(Strategy):
         super().__init__(device)
         self.sync_batchnorm = sync_batchnorm
         self._started_group = False
+        self._average_at_step = False  # gradients averaged in optimizer_step, not by a DDP wrapper
 
     @property
     def world_size(self) -> int:
@@ -165,13 +193,19 @@ class DDPStrategy(Strategy):
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
         elif device.type != "cpu":
-            raise UsageError(f"strategy ddp runs on cpu (gloo) or cuda (nccl), not {device.type}")
+            raise UsageError(f"strategy {self.name} runs on cpu (gloo) or cuda (nccl), not {device.type}")
         self.device = device
         if not dist.is_initialized():  # a run inside a run (or a second setup) reuses the group
             if "MASTER_ADDR" not in os.environ:
                 raise UsageError("strategy ddp needs processes started by torchrun or "
                                  "'dlguide run TASK --nproc-per-node N'")
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            # the store torchrun's agent serves outlives a restart (--max-restarts): keys of the
+            # failed attempt's group (a dead worker's address) would be read by the new one, so
+            # each attempt keeps its keys under its own prefix
+            store, rank, world = next(dist.rendezvous("env://"))
+            attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world,
+                                    store=dist.PrefixStore(f"dlguide/attempt_{attempt}", store))
             self._started_group = True
 
     def teardown(self) -> None:
@@ -181,13 +215,23 @@ class DDPStrategy(Strategy):
             dist.destroy_process_group()
             self._started_group = False
 
-    def wrap(self, module: nn.Module) -> nn.Module:
+    def wrap(self, module: nn.Module, *, automatic_optimization: bool = True) -> nn.Module:
+        import torch.distributed as dist
         from torch.nn.parallel import DistributedDataParallel
 
         module = module.to(self.device)
         if self.sync_batchnorm:
             module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
         if not any(p.requires_grad for p in module.parameters()):
+            return module
+        if not automatic_optimization:
+            # a task that steps several optimizers over parts of one model (a GAN's discriminator
+            # alone, then the generator through it) breaks DDP's one-forward-one-backward
+            # bookkeeping; its gradients are averaged at each optimizer step instead, which is
+            # what DDP computes, and the processes start from the first one's weights
+            for tensor in [*module.parameters(), *module.buffers()]:
+                dist.broadcast(tensor.data, src=0)
+            self._average_at_step = True
             return module
         ids = [self.device] if self.device.type == "cuda" else None
         import inspect
@@ -207,6 +251,27 @@ class DDPStrategy(Strategy):
         from torch.nn.parallel import DistributedDataParallel
 
         return model.no_sync() if isinstance(model, DistributedDataParallel) else contextlib.nullcontext()
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None = None,
+                       clip_norm: float = 0.0) -> None:
+        if self._average_at_step:
+            self._average_gradients(optimizer)
+        super().optimizer_step(optimizer, scaler, clip_norm)
+
+    def _average_gradients(self, optimizer: torch.optim.Optimizer) -> None:
+        """Average the gradients of ``optimizer``'s parameters over the processes, in one all-reduce."""
+        import torch.distributed as dist
+
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
 
     def reduce_sums(self, sums: Mapping[str, float], count: int) -> tuple[dict[str, float], int]:
         import torch.distributed as dist
@@ -239,6 +304,131 @@ class DDPStrategy(Strategy):
         return box[0]
 
 
+class FSDPStrategy(DDPStrategy):
+    """FSDP2 (``torch.distributed.fsdp.fully_shard``) on CUDA: each process keeps one shard of
+    every parameter, gradient and optimizer state, and gathers a layer's parameters only
+    around its forward and backward passes. Each direct child of the model with parameters is
+    one unit, the model the root.
+
+    Checkpoints hold the whole state, gathered into the first process (every process takes
+    part); ``model.safetensors`` is the whole model, as after any other strategy. Evaluation
+    and pictures run on the gathered model, so processes may make different numbers of
+    forward passes there. Optimizer states are saved under parameter names, so a run saved
+    under fsdp resumes under fsdp.
+    """
+
+    name = "fsdp"
+    collective_state = True
+    cpu_allowed = False  # gloo runs it too; users are sent to ddp on cpu, tests use it here
+
+    def setup(self) -> None:
+        super().setup()
+        if self.device.type != "cuda" and not self.cpu_allowed:
+            raise UsageError("strategy fsdp (FSDP2's fully_shard) runs on CUDA devices; on cpu use strategy=ddp")
+
+    def wrap(self, module: nn.Module, *, automatic_optimization: bool = True) -> nn.Module:
+        from torch.distributed.fsdp import fully_shard
+
+        module = module.to(self.device)
+        if self.sync_batchnorm:
+            module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        if not any(p.requires_grad for p in module.parameters()):
+            return module
+        for child in module.children():
+            if any(p.requires_grad for p in child.parameters()):
+                fully_shard(child)
+        fully_shard(module)  # in place: the module is its own wrapper
+        return module
+
+    def unwrap(self, model: nn.Module) -> nn.Module:
+        return model
+
+    @contextlib.contextmanager
+    def no_sync(self, model: nn.Module) -> Any:
+        from torch.distributed.fsdp import FSDPModule
+
+        if not isinstance(model, FSDPModule):
+            yield
+            return
+        model.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            model.set_requires_gradient_sync(True)
+
+    @staticmethod
+    def _options(**kwargs: Any) -> Any:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+        return StateDictOptions(full_state_dict=True, **kwargs)
+
+    def model_state(self, module: nn.Module) -> dict[str, Any]:
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        # gathered on the CPU of the first process; the others get an empty dict
+        return get_model_state_dict(module, options=self._options(cpu_offload=True))
+
+    def load_model_state(self, module: nn.Module, state: Mapping[str, Any]) -> None:
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+        set_model_state_dict(module, dict(state), options=self._options())
+
+    def optimizer_state(self, module: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        return get_optimizer_state_dict(module, optimizer, options=self._options(cpu_offload=True))
+
+    def load_optimizer_state(self, module: nn.Module, optimizer: torch.optim.Optimizer,
+                             state: Mapping[str, Any]) -> None:
+        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+        set_optimizer_state_dict(module, optimizer, dict(state), options=self._options())
+
+    @contextlib.contextmanager
+    def evaluation(self, model: nn.Module) -> Any:
+        from torch.distributed.fsdp import FSDPModule
+
+        units = [m for m in model.modules() if isinstance(m, FSDPModule)]
+        for unit in units:  # one all-gather per unit, in every process; then no collective per forward
+            unit.unshard()
+            unit.set_reshard_after_forward(False)
+        try:
+            yield
+        finally:
+            for unit in units:
+                unit.reshard()
+                unit.set_reshard_after_forward(True)
+
+
+def gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` from every process of the run, concatenated along the first dimension in
+    process order; the tensor itself when one process runs.
+
+    For metrics that keep per-sample values (per-case Dice, scores for an AUC): each process
+    holds the samples of its share, which may be none, and only the first dimension may differ.
+    Every process must call it, the same number of times: it is a collective.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    world = dist.get_world_size()
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    flag = tensor.dtype == torch.bool  # not every backend gathers booleans
+    local = (tensor.to(torch.uint8) if flag else tensor).to(device).contiguous()
+    size = torch.tensor([local.shape[0]], dtype=torch.int64, device=device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    counts = [int(s.item()) for s in sizes]
+    longest = max(counts)
+    padded = local.new_zeros((longest, *local.shape[1:]))
+    padded[:local.shape[0]] = local
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    out = torch.cat([part[:n] for part, n in zip(parts, counts)])
+    return (out.bool() if flag else out).to(tensor.device)
+
+
 def check_global_batch(batch_size: int, world: int) -> None:
     """``batch_size`` is the global batch: it must divide among every process of every machine."""
     if batch_size % world:
@@ -246,15 +436,32 @@ def check_global_batch(batch_size: int, world: int) -> None:
                          f"choose a multiple of {world}")
 
 
-def make_strategy(config: Any) -> Strategy:
-    """The strategy a config asks for: ``auto`` is ddp when torchrun started several processes."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+def check_distributed(config: Any, world: int) -> str:
+    """The strategy ``config`` asks for at ``world`` processes, or a UsageError said once, before
+    any worker starts (the launcher) or in each of torchrun's own workers."""
     name = config.strategy
     if name == "auto":
         name = "ddp" if world > 1 else "single"
     if name == "single":
         if world > 1:
             raise UsageError(f"strategy single runs one process, but {world} were started; use strategy=ddp")
+        return name
+    check_global_batch(config.batch_size, world)
+    device = "cuda" if config.device == "auto" and torch.cuda.is_available() else config.device
+    if device in ("auto", "cpu") and name == "fsdp":
+        raise UsageError("strategy fsdp (FSDP2's fully_shard) runs on CUDA devices; on cpu use strategy=ddp")
+    if device in ("auto", "cpu") and config.sync_batchnorm:
+        raise UsageError("sync_batchnorm=true needs CUDA devices (torch's SyncBatchNorm has no CPU kernel); on cpu "
+                         "leave it false: each process then normalises its own part of the batch")
+    return name
+
+
+def make_strategy(config: Any) -> Strategy:
+    """The strategy a config asks for: ``auto`` is ddp when torchrun started several processes."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    name = check_distributed(config, world)
+    if name == "single":
         return SingleDeviceStrategy(config.device)
-    check_global_batch(config.batch_size, world)  # the launcher checks first; torchrun's own workers here
+    if name == "fsdp":
+        return FSDPStrategy(config.device, config.sync_batchnorm)
     return DDPStrategy(config.device, config.sync_batchnorm)

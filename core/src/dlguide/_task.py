@@ -54,9 +54,10 @@ class TrainConfig:
     deterministic: bool = option(False, "use deterministic algorithms only (slower; exact on GPU too)")
     device: str = option("auto", "auto (cuda, then mps, then cpu), cpu, cuda or mps",
                          choices=("auto", "cpu", "cuda", "mps"))
-    strategy: str = option("auto", "auto (ddp when torchrun started several processes, else single), single or "
-                           "ddp", choices=("auto", "single", "ddp"))
-    sync_batchnorm: bool = option(False, "with ddp: batch-norm statistics over the whole global batch")
+    strategy: str = option("auto", "auto (ddp when torchrun started several processes, else single), single, "
+                           "ddp, or fsdp (FSDP2's fully_shard, CUDA)", choices=("auto", "single", "ddp", "fsdp"))
+    sync_batchnorm: bool = option(False, "with several CUDA processes: batch-norm statistics over the whole "
+                                  "global batch")
     precision: str = option("32", "32, bf16 (autocast) or 16-mixed (autocast + grad scaler on cuda)",
                             choices=("32", "bf16", "16-mixed"))
     accumulate_grad_batches: int = option(1, "batches whose gradients add up before one optimizer step")

@@ -73,6 +73,7 @@ class Trainer:
         self.monitor_mode = task.monitor_mode()
         self.stop_reason: str | None = None
         self.last_batch_size = 0
+        self.batch_rows = (0, 0, 0)  # this process's rows of the current global training batch
         task.run = RunContext(self)
         task.run_dir = run_dir.path
         cfg = self.config
@@ -106,7 +107,7 @@ class Trainer:
         self.device = self.strategy.device
         self.distributed = self.strategy.world_size > 1
         self.splits = self.task.build_data()
-        self.model = self.strategy.wrap(self.task.build_model())
+        self.model = self.strategy.wrap(self.task.build_model(), automatic_optimization=self.task.automatic_optimization)
         self.module = self.strategy.unwrap(self.model)
         self.task.model, self.task.module = self.model, self.module
         pin = self.device.type == "cuda"
@@ -157,8 +158,8 @@ class Trainer:
             "batch_in_epoch": self.batch_in_epoch,
             "partial": {k: dict(v) if isinstance(v, dict) else v for k, v in self._partial.items()},
             "history": list(self.history),
-            "model": self.module.state_dict(),
-            "optimizers": [o.state_dict() for o in self.optimizers],
+            "model": self.strategy.model_state(self.module),
+            "optimizers": [self.strategy.optimizer_state(self.module, o) for o in self.optimizers],
             "schedules": [s.state_dict() for s in self.schedules],
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": capture_rng(),
@@ -179,6 +180,8 @@ class Trainer:
         background writes finish first. Only the first of several processes writes.
         """
         if not self.strategy.is_writer:
+            if self.strategy.collective_state and same_as is None and state is None:
+                self.checkpoint_state()  # the first process's state is gathered from every process
             return path
         if same_as is not None:
             def write() -> None:
@@ -210,11 +213,11 @@ class Trainer:
         ckpt = load_checkpoint(path, self.task.name)
         assert self.module is not None
         try:
-            self.module.load_state_dict(ckpt["model"])
+            self.strategy.load_model_state(self.module, ckpt["model"])
             if len(ckpt["optimizers"]) != len(self.optimizers):
                 raise CheckpointMismatch(f"{len(ckpt['optimizers'])} optimizers, the task has {len(self.optimizers)}")
             for opt, state in zip(self.optimizers, ckpt["optimizers"]):
-                opt.load_state_dict(state)
+                self.strategy.load_optimizer_state(self.module, opt, state)
             for sched, state in zip(self.schedules, ckpt["schedules"]):
                 # the schedule is recomputed from this config at the saved step: a changed lr or
                 # a longer run takes effect (checkpoints of format 1 kept scheduler objects)
@@ -294,7 +297,8 @@ class Trainer:
                     self.batch_in_epoch = 0
                     self._partial = {}
                     self.history.append(metrics)
-                    self.task.on_epoch_end(self.epoch, metrics)
+                    with self.strategy.evaluation(self.model):  # a task may draw with the model here
+                        self.task.on_epoch_end(self.epoch, metrics)
                     self.hook.dlguide_epoch_end(trainer=self, epoch=self.epoch, metrics=metrics)
                     if self._stop_requested():
                         self._interrupt()
@@ -331,8 +335,10 @@ class Trainer:
         n_batches = self.train_loader.num_batches
         to_device, autocast, batch_end = self.strategy.batch_to_device, self.autocast, self.hook.dlguide_train_batch_end
         no_sync = self.strategy.no_sync
+        rows = self.train_loader.sampler.rows
         for batch_idx, batch in enumerate(self.train_loader.epoch(self.epoch, start), start=start):
             batch = to_device(batch)
+            self.batch_rows = rows(batch_idx)
             n = task.batch_size_of(batch)
             if automatic:
                 optimizer = self.optimizers[0]
@@ -445,17 +451,18 @@ class Trainer:
         count = 0
         step = task.validation_step if stage == "val" else task.test_step
         on_cpu = self.device.type == "cpu"  # a loss read at once costs no wait for a device
-        for batch in loader.epoch(0):
-            batch = self.strategy.batch_to_device(batch)
-            with self.autocast():
-                loss = step(batch, metrics)
-            if loss is not None:
-                n = task.batch_size_of(batch)
-                if on_cpu:
-                    loss_sum += float(loss) * n
-                else:  # summed on the device, read once after the pass
-                    loss_sum = loss_sum + loss.detach().float() * n
-                count += n
+        with self.strategy.evaluation(model):  # processes may hold different numbers of batches
+            for batch in loader.epoch(0):
+                batch = self.strategy.batch_to_device(batch)
+                with self.autocast():
+                    loss = step(batch, metrics)
+                if loss is not None:
+                    n = task.batch_size_of(batch)
+                    if on_cpu:
+                        loss_sum += float(loss) * n
+                    else:  # summed on the device, read once after the pass
+                        loss_sum = loss_sum + loss.detach().float() * n
+                    count += n
         model.train()
         # every process adds its share, even one whose share held no batch: a collective left out would hang
         sums, count = self.strategy.reduce_sums({"loss": float(loss_sum)}, count)
@@ -484,27 +491,32 @@ class Trainer:
     # -- the end of a run ----------------------------------------------------------
     def _finish(self) -> dict[str, float]:
         """Test the best weights (by ``monitor``), save them as safetensors, write metrics and pictures."""
-        from safetensors.torch import save_model
+        from safetensors.torch import save_file, save_model
 
         assert self.model is not None and self.module is not None
         self.checkpoint_writer.wait()
         self.strategy.barrier()  # the first process's best.ckpt is on disk for every process
         best = self.run_dir.best_ckpt
         if best.exists():
-            self.module.load_state_dict(load_checkpoint(best, self.task.name)["model"])
+            self.strategy.load_model_state(self.module, load_checkpoint(best, self.task.name)["model"])
         final = {k: v for k, v in (self.history[-1] if self.history else {}).items() if "/" in k}
         self.last_metrics_objects = {}
         if self.test_loader is not None:
             final.update(self._evaluate("test", self.test_loader))
         self.model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), self.strategy.evaluation(self.model):
             final.update(self.task.final_metrics(final) or {})
-        if self.strategy.is_writer:
-            tmp = self.run_dir.weights.with_name(".model.safetensors.tmp")
-            save_model(self.module, str(tmp))
-            tmp.replace(self.run_dir.weights)
-            self.run_dir.write_final(final)
-            self.task.write_artifacts(self.run_dir.path, self.last_metrics_objects)
+        whole = self.strategy.model_state(self.module) if self.strategy.collective_state else None
+        with torch.no_grad(), self.strategy.evaluation(self.model):  # pictures drawn by the first process
+            if self.strategy.is_writer:
+                tmp = self.run_dir.weights.with_name(".model.safetensors.tmp")
+                if whole is None:
+                    save_model(self.module, str(tmp))
+                else:  # gathered from every process
+                    save_file({k: v.contiguous() for k, v in whole.items()}, str(tmp))
+                tmp.replace(self.run_dir.weights)
+                self.run_dir.write_final(final)
+                self.task.write_artifacts(self.run_dir.path, self.last_metrics_objects)
         return final
 
     def evaluate(self, weights: Path, stage: str = "test") -> dict[str, float]:

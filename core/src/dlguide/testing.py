@@ -38,7 +38,7 @@ class GuardedStrategy(SingleDeviceStrategy):
 
     name = "guarded"
 
-    def wrap(self, module: Any) -> Any:
+    def wrap(self, module: Any, *, automatic_optimization: bool = True) -> Any:
         from torch import nn
 
         class Wrapper(nn.Module):

@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from monai.data import CacheDataset
 from monai.transforms import Compose
@@ -22,20 +23,28 @@ def cached(items: Sequence[dict[str, Any]], transform: Compose) -> CacheDataset:
 
 
 class SeededCache(Dataset):
-    """A cached dataset whose random transforms draw their seeds from torch's global generator.
+    """A cached dataset whose random transforms are seeded per sample from (seed, epoch, index).
 
     MONAI's random transforms keep their own numpy generators, which the Trainer's checkpoints do
-    not capture; reseeding them per sample from torch (whose state is checkpointed, and which the
-    DataLoader seeds per worker) makes augmentation reproducible and an interrupted run resume exactly.
+    not capture and which would draw in the order a process happens to load samples. Reseeded
+    per sample from the run's seed, the epoch (``set_epoch``, called by the Trainer's loader)
+    and the sample's index, augmentation is the same whichever process or loader worker loads a
+    sample, so several processes train as one and an interrupted run resumes exactly.
     """
 
-    def __init__(self, items: Sequence[dict[str, Any]], transform: Compose) -> None:
+    def __init__(self, items: Sequence[dict[str, Any]], transform: Compose, seed: int = 0) -> None:
         self.transform = transform
         self.dataset = cached(items, transform)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> Any:
-        self.transform.set_random_state(seed=int(torch.randint(2**31 - 1, ())))
+        state = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]
+        self.transform.set_random_state(seed=int(state) % (2**31 - 1))
         return self.dataset[index]

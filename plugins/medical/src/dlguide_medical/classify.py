@@ -88,7 +88,7 @@ class MedicalClassificationTask(Task):
                      "sizes": {"train": len(train), "val": len(val), "test": len(test)}}
         evaluation = transforms(cfg.image_size, augment=False)
         return DataSplits(
-            train=SeededCache(train, transforms(cfg.image_size, cfg.augment)),
+            train=SeededCache(train, transforms(cfg.image_size, cfg.augment), cfg.seed),
             val=cached(val, evaluation) if val else None,
             test=cached(test, evaluation) if test else None,
         )

@@ -13,38 +13,54 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from monai.metrics import DiceMetric, HausdorffDistanceMetric, ROCAUCMetric
+from dlguide import gather_rows
+from monai.metrics import DiceMetric, HausdorffDistanceMetric, compute_roc_auc
+from monai.metrics.utils import do_metric_reduction
+from monai.utils import MetricReduction
 
 
 class SegmentationScores:
-    """Per-class Dice and 95th-percentile Hausdorff distance (mm) over every case seen, foreground only."""
+    """Per-class Dice and 95th-percentile Hausdorff distance (mm) over every case seen, foreground only.
+
+    Each case's values are kept and, when several processes evaluate (each its share of the
+    cases, possibly none), gathered from all of them before MONAI's reduction, so the figures
+    equal one process's.
+    """
 
     def __init__(self, classes: Sequence[str], spacing: Sequence[float]) -> None:
         self.classes = list(classes)
         self.spacing = [float(s) for s in spacing]
         self.dice = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=True)
         self.hd95 = HausdorffDistanceMetric(include_background=False, percentile=95, reduction="mean_batch")
+        self._cases: dict[str, list[torch.Tensor]] = {"dice": [], "hd95": []}
         self._result: dict[str, torch.Tensor] | None = None
 
     def reset(self) -> None:
-        self.dice.reset()
-        self.hd95.reset()
+        self._cases = {"dice": [], "hd95": []}
         self._result = None
 
     def update(self, pred_onehot: torch.Tensor, label_onehot: torch.Tensor) -> None:
         """Add a batch of one-hot predictions and labels, ``[B, classes + 1, *spatial]``."""
-        self.dice(y_pred=pred_onehot, y=label_onehot)
-        self.hd95(y_pred=pred_onehot, y=label_onehot, spacing=self.spacing)
+        # MONAI's metrics compute each case's values; their own buffers (which synchronise only
+        # in processes that saw a case) are emptied, the values kept here
+        for name, metric, kwargs in (("dice", self.dice, {}), ("hd95", self.hd95, {"spacing": self.spacing})):
+            values = metric(y_pred=pred_onehot, y=label_onehot, **kwargs)
+            metric.reset()
+            self._cases[name].append(values.detach().float().cpu())
         self._result = None
 
     def result(self) -> dict[str, torch.Tensor]:
         """``{"dice": [classes], "hd95": [classes]}``; NaN for a class absent from every case."""
         if self._result is None:
             self._result = {}
-            for name, metric in (("dice", self.dice), ("hd95", self.hd95)):
-                buffer = metric.get_buffer()
-                self._result[name] = (metric.aggregate().float().cpu() if buffer is not None and len(buffer)
-                                      else torch.full((len(self.classes),), float("nan")))
+            for name, cases in self._cases.items():
+                local = torch.cat(cases) if cases else torch.zeros((0, len(self.classes)))
+                every = gather_rows(local)  # every process's cases: a collective, called by each
+                if len(every):
+                    reduced, _ = do_metric_reduction(every, MetricReduction.MEAN_BATCH)
+                    self._result[name] = reduced.float()
+                else:
+                    self._result[name] = torch.full((len(self.classes),), float("nan"))
         return self._result
 
     def views(self) -> dict[str, MetricView]:
@@ -79,21 +95,27 @@ class MetricView:
 
 
 class RocAuc:
-    """MONAI's macro-averaged one-vs-rest ROC AUC over every sample seen."""
+    """MONAI's macro-averaged one-vs-rest ROC AUC over every sample seen (in every process)."""
 
     def __init__(self, num_classes: int) -> None:
         self.num_classes = num_classes
-        self.metric = ROCAUCMetric(average="macro")
+        self._probs: list[torch.Tensor] = []
+        self._labels: list[torch.Tensor] = []
 
     def to(self, device: Any) -> RocAuc:
         return self
 
     def reset(self) -> None:
-        self.metric.reset()
+        self._probs, self._labels = [], []
 
     def update(self, probs: torch.Tensor, labels: torch.Tensor) -> None:
-        onehot = torch.nn.functional.one_hot(labels.long(), self.num_classes)
-        self.metric(y_pred=probs.float(), y=onehot)
+        self._probs.append(probs.detach().float().cpu())
+        self._labels.append(labels.detach().long().cpu())
 
     def compute(self) -> torch.Tensor:
-        return torch.tensor(float(self.metric.aggregate()))
+        probs = gather_rows(torch.cat(self._probs) if self._probs else torch.zeros((0, self.num_classes)))
+        labels = gather_rows(torch.cat(self._labels) if self._labels else torch.zeros(0, dtype=torch.long))
+        if not len(labels):
+            return torch.tensor(float("nan"))
+        onehot = torch.nn.functional.one_hot(labels, self.num_classes)
+        return torch.tensor(float(compute_roc_auc(probs, onehot, average="macro")))

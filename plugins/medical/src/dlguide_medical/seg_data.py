@@ -79,10 +79,10 @@ def augmentation(patch_size: Sequence[int], samples_per_volume: int, flip_prob: 
     return steps
 
 
-def training_patches(cases: Sequence[Case], pre: Compose, augment: list[Any]) -> SeededCache:
+def training_patches(cases: Sequence[Case], pre: Compose, augment: list[Any], seed: int = 0) -> SeededCache:
     """Cached preprocessed training volumes that yield ``samples_per_volume`` random patches each."""
     items = [{"image": c["image"], "label": c["label"]} for c in cases]
-    return SeededCache(items, Compose([*pre.transforms, *augment, EnsureTyped(KEYS, track_meta=False)]))
+    return SeededCache(items, Compose([*pre.transforms, *augment, EnsureTyped(KEYS, track_meta=False)]), seed)
 
 
 class WholeVolumes(Dataset):

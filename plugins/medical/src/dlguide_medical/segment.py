@@ -136,7 +136,8 @@ class SegmentationTask(Task):
                                "test": [c["name"] for c in test]}}
         pre = self.preprocessing()
         return DataSplits(
-            train=training_patches(train, pre, augmentation(cfg.patch_size, cfg.samples_per_volume, cfg.flip_prob)),
+            train=training_patches(train, pre, augmentation(cfg.patch_size, cfg.samples_per_volume, cfg.flip_prob),
+                                  cfg.seed),
             val=WholeVolumes(val, pre) if val else None,
             test=WholeVolumes(test, pre) if test else None,
         )

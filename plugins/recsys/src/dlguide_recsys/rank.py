@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import logging
 import math
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -179,8 +180,8 @@ class RankingTask(Task):
         if self.automatic_optimization:
             train = PositivePairs(data.users[split.train], data.items[split.train])
             self.sampler = NegativeSampler(self.train_matrix, cfg.seed)
-        else:
-            train = WholeMatrix()
+        else:  # one sample per process: every process takes part in each epoch's one step
+            train = WholeMatrix(self.run.world_size if self.run is not None else 1)
         return DataSplits(train=train, val=eval_sets.get("val"), test=eval_sets["test"])
 
     def _ranking_rows(self, stage: str, users: np.ndarray, relevant: Any, val_matrix: Any, offset: int) -> RankingRows:
@@ -240,7 +241,8 @@ class RankingTask(Task):
             # every item is a candidate: the positive's log-probability against the whole catalogue
             return F.cross_entropy(self.model(users), positives)
         epoch = self.run.epoch if self.run is not None else 0
-        negatives = self.sampler.sample(users, self.config.num_negatives, epoch, batch_idx)
+        rows = self.run.batch_rows if self.run is not None else None
+        negatives = self.sampler.sample(users, self.config.num_negatives, epoch, batch_idx, rows)
         # one pass scores each positive (column 0) beside its negatives
         items = torch.cat([positives[:, None], negatives], dim=1)
         logits = self.model(users[:, None].expand_as(items), items)
@@ -262,7 +264,18 @@ class RankingTask(Task):
             assert isinstance(module, ImplicitFactors), f"model {cfg.model!r} is not fitted by implicit"
             settings = {"regularization": cfg.regularization, "alpha": cfg.als_alpha,
                         "learning_rate": cfg.bpr_learning_rate}
-            report = fit_iteration(module, cfg.model, self.train_matrix, cfg.embedding_dim, settings, cfg.seed)
+            run = self.run
+            if run is None or run.world_size == 1:
+                report = fit_iteration(module, cfg.model, self.train_matrix, cfg.embedding_dim, settings, cfg.seed)
+            else:  # implicit has no distributed mode: the first process fits, the others take its factors
+                if run.is_writer and run.epoch == 0 and run.verbose:
+                    print(f"{self.name}: implicit's {cfg.model} fits on the first process only; the other "
+                          f"{run.world_size - 1} take its factors after each iteration", file=sys.stderr, flush=True)
+                report = (fit_iteration(module, cfg.model, self.train_matrix, cfg.embedding_dim, settings, cfg.seed)
+                          if run.is_writer else {})
+                state, report = run.broadcast(({k: v.cpu() for k, v in module.state_dict().items()}
+                                               if run.is_writer else None, report))
+                module.load_state_dict(state)
         report["fit_seconds"] = time.perf_counter() - started
         return {key: torch.tensor(value) for key, value in report.items()}
 

@@ -24,10 +24,14 @@ class PositivePairs(Dataset):
 
 
 class WholeMatrix(Dataset):
-    """One sample per epoch, for models fitted on the whole training matrix at once (ALS, BPR, popularity)."""
+    """One sample per process and epoch, for models fitted on the whole training matrix at once
+    (ALS, BPR, popularity): each epoch is one step in which every process takes part."""
+
+    def __init__(self, processes: int = 1) -> None:
+        self.processes = processes
 
     def __len__(self) -> int:
-        return 1
+        return self.processes
 
     def __getitem__(self, index: int) -> torch.Tensor:
         return torch.tensor(index)
@@ -51,17 +55,28 @@ class NegativeSampler:
         at = torch.searchsorted(keys, wanted).clamp(max=len(keys) - 1)
         return keys[at] == wanted
 
-    def sample(self, users: torch.Tensor, n: int, epoch: int, batch_idx: int) -> torch.Tensor:
-        """``len(users) x n`` negative items."""
+    def sample(self, users: torch.Tensor, n: int, epoch: int, batch_idx: int,
+               rows: tuple[int, int, int] | None = None) -> torch.Tensor:
+        """``len(users) x n`` negative items.
+
+        ``rows`` = (begin, end, size): these users are rows begin..end of a global batch of
+        ``size`` shared by several processes. Each draw is made for the whole global batch and
+        every item keeps its position, so a process draws exactly the negatives one process
+        would draw for the same rows (a redraw replaces a clash by the next draw at its position).
+        """
+        begin, end, size = rows if rows is not None else (0, len(users), len(users))
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 100_003 + batch_idx)
-        rows = users[:, None].expand(-1, n)
-        items = torch.randint(self.n_items, rows.shape, generator=generator).to(users.device)
+        users = users[:, None].expand(-1, n)
+
+        def draw() -> torch.Tensor:
+            return torch.randint(self.n_items, (size, n), generator=generator)[begin:end].to(users.device)
+
+        items = draw()
         for _ in range(self.ROUNDS):
-            clash = self.is_positive(rows, items)
+            clash = self.is_positive(users, items)
             if not bool(clash.any()):
                 break
-            redraw = torch.randint(self.n_items, (int(clash.sum()),), generator=generator).to(users.device)
-            items[clash] = redraw
+            items = torch.where(clash, draw(), items)
         return items
 
 

@@ -131,8 +131,10 @@ class ImageGenerationTask(Task):
         cfg, run = self.config, self.run
         assert run is not None
         path = cfg.classifier or run.run_dir / "classifier"
-        if cfg.classifier is None and not (path / "model.safetensors").is_file():
-            if path.exists():
+        # what the first process sees decides for all: it alone writes the classifier's run
+        finished, started = run.broadcast(((path / "model.safetensors").is_file(), path.exists()))
+        if cfg.classifier is None and not finished:
+            if started:
                 raise UsageError(f"{path} holds an unfinished classifier run; finish it with 'dlguide resume {path}' "
                                  "or delete it")
             epochs = cfg.classifier_epochs or (20 if cfg.dataset == "digits" else 3)
@@ -181,7 +183,11 @@ class ImageGenerationTask(Task):
 
         # the discriminator: real images towards 1 (or 1 - smoothing), generated ones towards 0
         with run.autocast():
-            fake = gan(torch.randn(n, self.config.latent_dim, device=real.device), mode="generate")
+            # noise is drawn for the whole global batch and each process keeps its rows: several
+            # processes draw what one process draws, not the same noise each
+            begin, end, total = run.batch_rows
+            noise = torch.randn(total, self.config.latent_dim, device=real.device)[begin:end]
+            fake = gan(noise, mode="generate")
             d_real, d_fake = gan(real, mode="discriminate"), gan(fake.detach(), mode="discriminate")
             d_loss = bce(d_real.float(), real_target) + bce(d_fake.float(), zeros)
         d_opt.zero_grad(set_to_none=True)
