@@ -77,8 +77,9 @@ class RunContext:
 
     @property
     def verbose(self) -> bool:
-        """Whether the run prints progress (a task's own notes should follow it)."""
-        return self._trainer.progress != "none"
+        """Whether this process prints the run's progress (a task's own notes should follow it):
+        only the first of several processes does."""
+        return self._trainer.progress != "none" and self._trainer.strategy.is_writer
 
     @property
     def runtime(self) -> Runtime:

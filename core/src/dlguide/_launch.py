@@ -17,6 +17,7 @@ import signal
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from dlguide._errors import DlguideError, UsageError
 
@@ -100,19 +101,41 @@ def launch(args: argparse.Namespace, argv: Sequence[str]) -> int:
                      f"--node-rank={args.node_rank}"]
     else:
         torchrun.append("--standalone")
+    flags = f" --nproc-per-node {args.nproc_per_node}" + (f" --nnodes {args.nnodes}" if args.nnodes > 1 else "")
     try:
         run(get_args_parser().parse_args([*torchrun, "--module", "dlguide", *worker]))
     except SignalException as exc:  # torchrun passed the signal on: each worker saved at the same step
         name = signal.Signals(exc.sigval).name
-        flags = f" --nproc-per-node {args.nproc_per_node}" + (f" --nnodes {args.nnodes}" if args.nnodes > 1 else "")
         raise WorkerFailed(f"{name} received; the workers saved a checkpoint in {where}; continue with: "
                            f"dlguide resume {where}{flags}", 128 + int(exc.sigval)) from None
     except ChildFailedError as exc:
-        # the worker that raised, not the ones torchrun then stopped with a signal (negative codes)
-        failures = sorted(exc.failures.items(), key=lambda item: (not (item[1].exitcode or 0) > 0,
-                                                                  item[1].timestamp, item[0]))
-        rank, failure = failures[0]
-        code = failure.exitcode if failure.exitcode and failure.exitcode > 0 else 1
-        raise WorkerFailed(f"worker {rank} of the distributed run failed with exit code {failure.exitcode} "
+        rank, failure = first_failure(exc.failures)
+        code = failure.exitcode or 1
+        if code < 0:  # killed by a signal (out of memory, a node going down): no error of its own to print
+            hint = ""
+            if (Path(where) / "checkpoints" / "last.ckpt").is_file():
+                hint = f"; continue from its last checkpoint with: dlguide resume {where}{flags}"
+            raise WorkerFailed(f"worker {rank} of the distributed run was killed by {signal_name(-code)}{hint}",
+                               1) from None
+        raise WorkerFailed(f"worker {rank} of the distributed run failed with exit code {code} "
                            "(its error is above)", code) from None
     return 0
+
+
+def first_failure(failures: dict[int, Any]) -> tuple[int, Any]:
+    """The worker whose failure brought the others down: one that raised (a positive exit code)
+    or was killed by a signal other than the SIGTERM torchrun sends the survivors, then the earliest."""
+    def cause(item: tuple[int, Any]) -> tuple[int, float, int]:
+        rank, failure = item
+        code = failure.exitcode or 0
+        kind = 0 if code > 0 else (1 if code != -int(signal.SIGTERM) else 2)
+        return kind, failure.timestamp, rank
+
+    return min(failures.items(), key=cause)
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

@@ -10,6 +10,13 @@ Fixtures:
 ``dlguide_smoke_run(task, **overrides)``
     Runs a task for one tiny step (``fast_dev_run``) into ``tmp_path`` under
     ``GuardedStrategy`` and checks the run directory it leaves.
+``dlguide_distributed_run(task, *sets, processes=2, exact=True, ignore=(), tolerance=1e-5)``
+    Runs ``dlguide run TASK`` in one process and in ``processes`` (``--nproc-per-node``, gloo on
+    the CPU) with the same settings and checks that the processes wrote one run: one report,
+    each epoch once in ``metrics.jsonl``, the same metrics; with ``exact``, the same values
+    within ``tolerance`` (keys in ``ignore``, such as timings, aside). Returns both runs' metrics.
+    Exact agreement needs a task without batch norm (SyncBatchNorm needs CUDA) and dropout,
+    and a training set whose last global batch holds at least one sample per process.
 
 ``GuardedStrategy``
     A single-device strategy that wraps the model as a distributed wrapper would and fails the
@@ -19,7 +26,11 @@ Fixtures:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -119,3 +130,36 @@ def dlguide_smoke_run(tmp_path: Path) -> Callable[..., Any]:
         return result
 
     return smoke
+
+
+def run_cli(*args: Any, env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """``python -m dlguide ARGS`` in a subprocess, its output captured; ``timeout`` bounds a hang."""
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "dlguide", *map(str, args)], capture_output=True, text=True,
+                          env=environment, timeout=timeout)
+
+
+@pytest.fixture
+def dlguide_distributed_run(tmp_path: Path) -> Callable[..., tuple[dict[str, Any], dict[str, Any]]]:
+    def compare(task: str, *sets: str, processes: int = 2, exact: bool = True, ignore: Sequence[str] = (),
+                tolerance: float = 1e-5) -> tuple[dict[str, Any], dict[str, Any]]:
+        runs: list[dict[str, Any]] = []
+        for n in (1, processes):
+            out = tmp_path / f"{task.replace('.', '-')}-{n}"
+            res = run_cli("run", task, "--nproc-per-node", n, "--out", out, "--set", *sets)
+            assert res.returncode == 0, f"{task} with {n} processes failed: {res.stderr[-2000:]}"
+            if n > 1:
+                assert res.stderr.count(f"x {n} processes") == 1, res.stderr  # one process reports
+            epochs = [json.loads(row)["epoch"] for row in (out / "metrics.jsonl").read_text().splitlines()]
+            assert epochs == sorted(set(epochs)), f"{task}: epochs logged {epochs}"  # one writer
+            runs.append(json.loads((out / "metrics.json").read_text()))
+        one, many = runs
+        assert many.keys() == one.keys()
+        if exact:
+            for key, value in one.items():
+                if key in ignore or not isinstance(value, (int, float)):
+                    continue
+                assert many[key] == pytest.approx(value, abs=tolerance, nan_ok=True), f"{task}: {key} with {processes} processes"
+        return one, many
+
+    return compare
