@@ -354,12 +354,20 @@ class Trainer:
                     # (freed right after the step, it went to this forward pass's activations)
                     optimizer.zero_grad(set_to_none=True)
                 steps_now = (batch_idx + 1) % accum == 0 or batch_idx + 1 == n_batches
+                weight = 1.0 / window
+                if self.distributed:
+                    # DDP averages the processes' gradients with equal weights; a global batch that
+                    # does not divide evenly (the epoch's last) gives shares of unequal sizes, so each
+                    # process's mean loss is weighted by its share, as one process's mean would be
+                    begin, end, total = self.batch_rows
+                    weight *= (end - begin) * self.strategy.world_size / total
+                scaled = loss * weight if weight != 1.0 else loss
                 if steps_now:
-                    self.backward(loss / window if window > 1 else loss)
+                    self.backward(scaled)
                     self.optimizer_step(optimizer, self.schedules[0], zero_grad=False)
                 else:  # gradients of a window's earlier batches stay local to the process
                     with no_sync(model):
-                        self.backward(loss / window if window > 1 else loss)
+                        self.backward(scaled)
             else:
                 out = task.training_step(batch, batch_idx)
                 self.global_step += 1
