@@ -14,7 +14,8 @@ Fixtures:
     Runs ``dlguide run TASK`` in one process and in ``processes`` (``--nproc-per-node``, gloo on
     the CPU) with the same settings and checks that the processes wrote one run: one report,
     each epoch once in ``metrics.jsonl``, the same metrics; with ``exact``, the same values
-    within ``tolerance`` (keys in ``ignore``, such as timings, aside). Returns both runs' metrics.
+    within ``tolerance`` (keys in ``ignore``, such as timings, aside). Returns both runs' metrics
+    and what the distributed run printed on stderr.
     Exact agreement needs a task without batch norm (SyncBatchNorm needs CUDA) and dropout,
     and a training set whose last global batch holds at least one sample per process.
 
@@ -140,16 +141,18 @@ def run_cli(*args: Any, env: dict[str, str] | None = None, timeout: float = 900)
 
 
 @pytest.fixture
-def dlguide_distributed_run(tmp_path: Path) -> Callable[..., tuple[dict[str, Any], dict[str, Any]]]:
+def dlguide_distributed_run(tmp_path: Path) -> Callable[..., tuple[dict[str, Any], dict[str, Any], str]]:
     def compare(task: str, *sets: str, processes: int = 2, exact: bool = True, ignore: Sequence[str] = (),
-                tolerance: float = 1e-5) -> tuple[dict[str, Any], dict[str, Any]]:
+                tolerance: float = 1e-5) -> tuple[dict[str, Any], dict[str, Any], str]:
         runs: list[dict[str, Any]] = []
+        stderr = ""
         for n in (1, processes):
             out = tmp_path / f"{task.replace('.', '-')}-{n}"
             res = run_cli("run", task, "--nproc-per-node", n, "--out", out, "--set", *sets)
             assert res.returncode == 0, f"{task} with {n} processes failed: {res.stderr[-2000:]}"
             if n > 1:
                 assert res.stderr.count(f"x {n} processes") == 1, res.stderr  # one process reports
+                stderr = res.stderr
             epochs = [json.loads(row)["epoch"] for row in (out / "metrics.jsonl").read_text().splitlines()]
             assert epochs == sorted(set(epochs)), f"{task}: epochs logged {epochs}"  # one writer
             runs.append(json.loads((out / "metrics.json").read_text()))
@@ -160,6 +163,6 @@ def dlguide_distributed_run(tmp_path: Path) -> Callable[..., tuple[dict[str, Any
                 if key in ignore or not isinstance(value, (int, float)):
                     continue
                 assert many[key] == pytest.approx(value, abs=tolerance, nan_ok=True), f"{task}: {key} with {processes} processes"
-        return one, many
+        return one, many, stderr
 
     return compare
