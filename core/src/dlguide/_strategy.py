@@ -215,14 +215,20 @@ class DDPStrategy(Strategy):
             dist.destroy_process_group()
             self._started_group = False
 
+    def _placed(self, module: nn.Module) -> tuple[nn.Module, bool]:
+        """``module`` on this process's device (with SyncBatchNorm layers when asked for), and
+        whether it has anything to train: a model without (counted popularity, ALS factors) is not wrapped."""
+        module = module.to(self.device)
+        if self.sync_batchnorm:
+            module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        return module, any(p.requires_grad for p in module.parameters())
+
     def wrap(self, module: nn.Module, *, automatic_optimization: bool = True) -> nn.Module:
         import torch.distributed as dist
         from torch.nn.parallel import DistributedDataParallel
 
-        module = module.to(self.device)
-        if self.sync_batchnorm:
-            module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
-        if not any(p.requires_grad for p in module.parameters()):
+        module, trainable = self._placed(module)
+        if not trainable:
             return module
         if not automatic_optimization:
             # a task that steps several optimizers over parts of one model (a GAN's discriminator
@@ -329,10 +335,8 @@ class FSDPStrategy(DDPStrategy):
     def wrap(self, module: nn.Module, *, automatic_optimization: bool = True) -> nn.Module:
         from torch.distributed.fsdp import fully_shard
 
-        module = module.to(self.device)
-        if self.sync_batchnorm:
-            module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
-        if not any(p.requires_grad for p in module.parameters()):
+        module, trainable = self._placed(module)
+        if not trainable:
             return module
         for child in module.children():
             if any(p.requires_grad for p in child.parameters()):
