@@ -4,10 +4,14 @@ Each entry point of the ``dlguide`` group is loaded and registered on its own, s
 broken plugin is reported (``dlguide plugins``) and never takes the others down.
 ``DLGUIDE_STRICT_PLUGINS=1`` makes any failure a hard error; ``DLGUIDE_DISABLE_PLUGINS=a,b``
 skips plugins by entry-point name.
+
+A name ``<domain>.<x>`` belongs to the plugin named ``<domain>`` (the entry point ``vision``
+owns ``vision.*``), never to whichever plugin loads first: see ``_refusals``.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import types
@@ -19,7 +23,7 @@ import pluggy
 
 from dlguide import hookspecs
 from dlguide._errors import PluginError
-from dlguide._registry import Registry
+from dlguide._registry import Entry, Registry, domain_of, duplicate_message
 
 GROUP = "dlguide"
 
@@ -51,10 +55,22 @@ class Runtime:
     pm: pluggy.PluginManager
     registry: Registry
     plugins: list[PluginInfo]
+    #: whether a plugin that fails later (in ``dlguide_add_commands``) is an error, not skipped
+    strict: bool = False
 
     @property
     def hook(self) -> pluggy.HookRelay:
         return self.pm.hook
+
+    def drop(self, name: str, status: str) -> None:
+        """Skip a loaded plugin that failed after loading: its hooks and names go, its status tells why."""
+        plugin = self.pm.get_plugin(name)
+        if plugin is not None:
+            self.pm.unregister(plugin, name=name)
+        self.registry.remove_owner(name)
+        for info in self.plugins:
+            if info.name == name:
+                info.status = status
 
     def run_manager(self, run_plugins: Mapping[str, object] = {}) -> pluggy.PluginManager:  # noqa: B006
         """A plugin manager of one run: the installed plugins plus that run's own (its built-in
@@ -146,6 +162,9 @@ def load_runtime(
         candidates.extend((module, _ModuleSource(module)) for module in _env_modules() if module not in seen)
     candidates.extend((extra or {}).items())
 
+    # each plugin registers into a registry of its own; who keeps a name is decided over all of
+    # them at once (``_refusals``), so the load order never does
+    staged: dict[str, Registry] = {}
     for name, source in candidates:
         dist, version = _distribution_of(source)
         info = PluginInfo(name, dist, version)
@@ -154,24 +173,101 @@ def load_runtime(
             info.status = "disabled"
             continue
         plugin: object | None = None
+        own = Registry()
+        own.owner = name
         try:
             plugin = source.load() if isinstance(source, (EntryPoint, _ModuleSource)) else source
             _check_unknown_hooks(plugin, name)
             pm.register(plugin, name=name)
             info.hooks = _hook_names(pm, plugin)
-            registry.owner = name
             if hasattr(plugin, "dlguide_register"):
-                plugin.dlguide_register(registry=registry)
-        except Exception as exc:  # a broken plugin must never take the others down
-            registry.remove_owner(name)
+                plugin.dlguide_register(registry=own)
+        # a broken plugin must never take the others down, nor end the process (sys.exit on import)
+        except (Exception, SystemExit) as exc:
             if plugin is not None and pm.is_registered(plugin):
                 pm.unregister(plugin)
             info.status = _describe(exc)
             if strict:
                 raise PluginError(f"plugin {name!r} failed to load: {type(exc).__name__}: {exc}") from exc
-        finally:
-            registry.owner = "<direct>"
-    return Runtime(pm, registry, infos)
+            continue
+        staged[name] = own
+
+    installed = {name for name, _ in candidates}
+    refused = _refusals(staged, installed)
+    runtime = Runtime(pm, registry, infos, strict)
+    for name, own in staged.items():
+        if name in refused:
+            if strict:
+                raise PluginError(f"plugin {name!r} failed to load: {refused[name]}")
+            runtime.drop(name, f"error: UsageError: {refused[name]}")
+        else:
+            registry.include(own)
+    return runtime
+
+
+def _refusals(staged: Mapping[str, Registry], installed: set[str]) -> dict[str, str]:
+    """Plugin name -> why its registrations are refused, decided over every plugin's at once.
+
+    A name ``<domain>.<x>`` belongs to the plugin named ``<domain>``. When that plugin is
+    installed (loaded, broken or disabled), its registration of a name wins over any other
+    plugin's, and no other plugin registers a task in its domain; other plugins may add models
+    and datasets of new names (the choices of its tasks). A name that several plugins register,
+    none of them its domain's owner, is refused for all of them.
+    """
+    claims: dict[tuple[str, str], list[Entry]] = {}
+    for own in staged.values():
+        for entry in own.entries():
+            claims.setdefault((entry.kind, entry.name), []).append(entry)
+    refused: dict[str, str] = {}
+    for (kind, name), entries in sorted(claims.items()):
+        domain = domain_of(name)
+        owner = domain if domain in installed else None
+        by_owner = next((e for e in entries if e.owner == owner), None)
+        others = sorted((e for e in entries if e.owner != owner), key=lambda e: e.owner)
+        for entry in others:
+            if by_owner is not None:
+                reason = (f"{duplicate_message(by_owner, entry.owner, entry.target)}; the name belongs to "
+                          f"{owner!r}, the plugin named after its domain")
+            elif owner is not None and kind == "task":
+                reason = (f"task {name!r} belongs to plugin {owner!r}, the plugin named after its domain; "
+                          f"{entry.owner!r} may not register tasks in the {domain!r} domain")
+            elif len(others) > 1:
+                claimants = ", ".join(f"{e.owner!r} ({e.target})" for e in others[:-1])
+                nobody = f"none of them the plugin named {domain!r}" if domain else "a name without a domain"
+                reason = (f"duplicate {kind} {name!r}: registered by {claimants} and {others[-1].owner!r} "
+                          f"({others[-1].target}), {nobody}; refused for all")
+            else:
+                continue
+            refused.setdefault(entry.owner, reason)
+    return refused
+
+
+def add_commands(runtime: Runtime, subparsers: argparse._SubParsersAction) -> None:
+    """Call each plugin's ``dlguide_add_commands`` on its own, in the hook's order.
+
+    A plugin whose hook raises (or exits) is skipped: the commands it added before the failure
+    are taken back and the plugin is dropped, reported by ``dlguide plugins``; the others'
+    commands stay. With ``runtime.strict`` the failure is a ``PluginError`` instead.
+    """
+    pm = runtime.pm
+    impls = pm.hook.dlguide_add_commands.get_hookimpls()
+    names = list(dict.fromkeys(impl.plugin_name for impl in reversed(impls)))
+    for name in names:
+        plugin = pm.get_plugin(name)
+        if plugin is None:
+            continue
+        others = [p for p in pm.get_plugins() if p is not plugin]
+        choices = set(subparsers.choices)
+        listed = len(subparsers._choices_actions)
+        try:
+            pm.subset_hook_caller("dlguide_add_commands", remove_plugins=others)(subparsers=subparsers)
+        except (Exception, SystemExit) as exc:
+            if runtime.strict:
+                raise PluginError(f"plugin {name!r} failed to add its commands: {type(exc).__name__}: {exc}") from exc
+            for added in set(subparsers.choices) - choices:
+                del subparsers.choices[added]
+            del subparsers._choices_actions[listed:]
+            runtime.drop(name, f"{_describe(exc)} (in dlguide_add_commands)")
 
 
 def _distribution_of(source: EntryPoint | object) -> tuple[str, str]:

@@ -87,10 +87,7 @@ class Registry:
             raise UsageError(f"{kind} {name!r}: the summary must be one non-empty line")
         existing = self._entries[kind].get(name)
         if existing is not None:
-            raise UsageError(
-                f"duplicate {kind} {name!r}: registered by {existing.owner!r} ({existing.target}) "
-                f"and by {self.owner!r} ({target})"
-            )
+            raise UsageError(duplicate_message(existing, self.owner, target))
         for_tasks = (tasks,) if isinstance(tasks, str) else tuple(tasks)
         if for_tasks and "." not in name:
             raise UsageError(f"{kind} {name!r} is built for tasks {', '.join(for_tasks)}: name it '<domain>.<name>'")
@@ -119,7 +116,28 @@ class Registry:
     def names(self, kind: Kind) -> list[str]:
         return sorted(self._entries[kind])
 
+    def include(self, other: Registry) -> None:
+        """Add every entry of ``other`` (one plugin's registrations), each keeping its owner."""
+        added = list(other.entries())
+        for entry in added:
+            existing = self._entries[entry.kind].get(entry.name)
+            if existing is not None:
+                raise UsageError(duplicate_message(existing, entry.owner, entry.target))
+        for entry in added:
+            self._entries[entry.kind][entry.name] = entry
+
     def remove_owner(self, owner: str) -> None:
         """Drop everything one plugin registered (used when its registration fails half way)."""
         for kind in KINDS:
             self._entries[kind] = {n: e for n, e in self._entries[kind].items() if e.owner != owner}
+
+
+def domain_of(name: str) -> str | None:
+    """The domain of a name (``vision`` for ``vision.classify``), or None for a name without one."""
+    return name.split(".", 1)[0] if "." in name else None
+
+
+def duplicate_message(existing: Entry, owner: str, target: str) -> str:
+    """The error of a name registered twice: by ``existing``'s owner first, then by ``owner``."""
+    return (f"duplicate {existing.kind} {existing.name!r}: registered by {existing.owner!r} ({existing.target}) "
+            f"and by {owner!r} ({target})")
