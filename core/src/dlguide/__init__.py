@@ -40,6 +40,7 @@ _EXPORTS: dict[str, str] = {
     "UsageError": "_errors",
     "CheckpointError": "_errors",
     "RunError": "_errors",
+    "RunInterrupted": "_errors",
     "first_line": "_errors",
     "did_you_mean": "_errors",
     # helpers every domain needs

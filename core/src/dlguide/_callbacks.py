@@ -162,6 +162,7 @@ class Checkpointer:
     def __init__(self, mode: str, interval: float) -> None:
         self.mode, self.interval = mode, interval
         self.best: float | None = None
+        self.best_epoch = 0  # the epoch whose state best.ckpt holds (or will, once pending_best is written)
         self.pending_best: dict[str, Any] | None = None  # the best epoch's state, not yet on disk
         self.spare: dict[str, Any] | None = None  # a copy already written, whose memory the next copy reuses
         self.written_at = time.monotonic()
@@ -175,7 +176,7 @@ class Checkpointer:
         value = monitored(trainer, metrics)
         improved = is_better(value, self.best, self.mode)
         if improved:
-            self.best = value
+            self.best, self.best_epoch = value, epoch
         final = trainer.should_stop or trainer.epoch >= trainer.max_epochs
         # every process takes the same decision (the first to pass the interval decides): a
         # checkpoint's state may need every process to gather it
@@ -188,33 +189,53 @@ class Checkpointer:
                 self.spare = None
             return
         background = trainer.config.async_checkpoints
+        # best before last: last.ckpt names the best epoch, and whatever a crash interrupts, the
+        # best.ckpt on disk is the one it names or is put right from last.ckpt on resume
+        if not improved:
+            self.flush_best(trainer, background)
         last = trainer.save_checkpoint(trainer.run_dir.last_ckpt, "last", background=background)
         if improved:
             trainer.save_checkpoint(trainer.run_dir.best_ckpt, "best", same_as=last, background=background)
-        elif self.pending_best is not None:
-            # serialized before save_checkpoint returns: its tensors are free to be copied into again
-            trainer.save_checkpoint(trainer.run_dir.best_ckpt, "best", state=self.pending_best, background=background)
-        self.spare = self.pending_best or self.spare
-        self.pending_best = None
+            self.spare = self.pending_best or self.spare
+            self.pending_best = None
         self.written_at = time.monotonic()
 
-    @hookimpl(wrapper=True)
-    def dlguide_checkpoint_saved(self, trainer: Trainer, path: Path, kind: str) -> Any:
-        result = yield  # every plugin hears of the interrupt checkpoint before the best one that follows it
-        if kind == "interrupt" and self.pending_best is not None:
-            state, self.pending_best = self.pending_best, None
-            trainer.save_checkpoint(trainer.run_dir.best_ckpt, "best", state=state)
-        return result
+    def flush_best(self, trainer: Trainer, background: bool = False) -> None:
+        """Write the best epoch's state kept in memory, if any (before a last.ckpt that names it)."""
+        if self.pending_best is None:
+            return
+        state, self.pending_best = self.pending_best, None
+        # serialized before save_checkpoint returns: its tensors are free to be copied into again
+        trainer.save_checkpoint(trainer.run_dir.best_ckpt, "best", state=state, background=background)
+        self.spare = state
 
     @hookimpl
     def dlguide_save_checkpoint(self, trainer: Trainer, checkpoint: dict[str, Any]) -> None:
-        checkpoint["callbacks"]["checkpointer"] = {"best": self.best}
+        checkpoint["callbacks"]["checkpointer"] = {"best": self.best, "best_epoch": self.best_epoch}
 
     @hookimpl
     def dlguide_load_checkpoint(self, trainer: Trainer, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["callbacks"].get("checkpointer")
-        if state:
-            self.best = state["best"]
+        if not state:
+            return
+        self.best = state["best"]
+        self.best_epoch = int(state.get("best_epoch", 0))
+        # a crash between last.ckpt and the best.ckpt linked to it: put best right from last
+        if self.best_epoch and self.best_epoch == int(checkpoint["epoch"]) and not checkpoint.get("batch_in_epoch") \
+                and trainer.strategy.is_writer and checkpoint_epoch(trainer.run_dir.best_ckpt) != self.best_epoch:
+            from dlguide._checkpoint import atomic_link
+
+            atomic_link(trainer.run_dir.last_ckpt, trainer.run_dir.best_ckpt)
+
+
+def checkpoint_epoch(path: Path) -> int | None:
+    """The epoch a checkpoint was written at (its tensors mapped, not read), or None."""
+    import torch
+
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+    except Exception:
+        return None
 
 
 def _fmt(value: float) -> str:

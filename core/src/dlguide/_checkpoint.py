@@ -156,6 +156,34 @@ def atomic_link(source: Path, path: Path) -> None:
         raise
 
 
+_SAFE_LEAVES = (type(None), bool, int, float, complex, str, bytes, torch.Tensor, torch.Size, torch.dtype, torch.device)
+
+
+def unsafe_entry(obj: Any, where: str = "checkpoint") -> tuple[str, str] | None:
+    """Where in ``obj`` the first value lies that ``weights_only`` loading refuses (a numpy
+    array, a path, an arbitrary object), and its type; None when every value loads.
+
+    Walks the structure only: tensors are leaves, so this costs nothing beside a save.
+    """
+    if isinstance(obj, _SAFE_LEAVES):
+        return None
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if not isinstance(key, _SAFE_LEAVES):
+                return f"{where} key {key!r}"[:160], type(key).__name__
+            found = unsafe_entry(value, f"{where}[{key!r}]")
+            if found:
+                return found
+        return None
+    if isinstance(obj, (list, tuple, set)):
+        for i, value in enumerate(obj):
+            found = unsafe_entry(value, f"{where}[{i}]")
+            if found:
+                return found
+        return None
+    return where[:160], type(obj).__name__
+
+
 def stamp(task: str) -> dict[str, Any]:
     """The header that marks a checkpoint as dlguide's."""
     return {"format": FORMAT, "version": __version__, "task": task}

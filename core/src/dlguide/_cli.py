@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 from dlguide import __version__
 from dlguide._errors import DlguideError, UsageError
-from dlguide._plugins import Runtime, get_runtime
+from dlguide._plugins import Runtime, add_commands, get_runtime
 
 
 class Parser(argparse.ArgumentParser):
@@ -102,15 +102,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         task = build_task(args.task, config_file=args.config, overrides=args.set, runtime=rt)
         check_distributed(task.config, args.nproc_per_node * args.nnodes)
         return launch(args, args.argv)
-    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0 and args.out:
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0 and args.out and RunDir(args.out).config_path.is_file():
         # torchrun restarted the workers (--max-restarts) after one failed: continue the same
         # run from its last checkpoint, or start it again when it never wrote one
-        run_dir = RunDir(args.out)
-        if run_dir.last_ckpt.is_file():
-            resume_run(args.out, overrides=args.set, runtime=rt, progress=_progress(args))
-            return 0
-        if os.environ.get("RANK", "0") == "0":
-            run_dir.clear_unstarted()
+        resume_run(args.out, overrides=args.set, runtime=rt, progress=_progress(args))
+        return 0
     run_task(args.task, config_file=args.config, overrides=args.set, out=args.out, runtime=rt,
              progress=_progress(args))
     return 0
@@ -225,7 +221,7 @@ def build_parser(rt: Runtime) -> Parser:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(handler=cmd_demo)
 
-    rt.hook.dlguide_add_commands(subparsers=sub)
+    add_commands(rt, sub)  # each plugin's on its own: one that fails is reported and skipped
     return parser
 
 

@@ -183,6 +183,10 @@ def predict(task: Task, inputs: Sequence[RawInput], *, out_dir: Path | None = No
             with torch.inference_mode():
                 outputs = task.predict_step(batch)
             for output, sample, raw in zip(split_batch(outputs, len(chunk)), chunk, inputs[start:start + size]):
+                if out_dir is not None and task.writes_files:
+                    target = out_dir / task.output_name(raw)
+                    if target.is_symlink():  # an output never writes through a link it did not create
+                        target.unlink()
                 results.append(task.encode(output, sample, raw, out_dir=out_dir))
     finally:
         task.model.train(was_training)

@@ -6,11 +6,13 @@ Tests and notebooks call these directly; the CLI is a thin layer over them.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlguide import _config as cfgmod
+from dlguide._config import to_dict
 from dlguide._errors import UsageError
 from dlguide._inference import RawInput
 from dlguide._plugins import Runtime, get_runtime
@@ -73,17 +75,28 @@ def run_task(name: str, *, config_file: str | Path | None = None, overrides: Ite
     task = build_task(name, base=base, config_file=config_file, overrides=overrides, runtime=rt)
     strategy = strategy or make_strategy(task.config)
     strategy.setup()  # a missing device is a usage error before anything is written
-    made, error = None, None
+    made, error, run_dir = None, None, None
     if strategy.is_writer:  # the first process makes the directory; the others are told where it is
         try:
-            made = str(RunDir.new(name, out).path)
+            run_dir = RunDir.new(name, out)
+            made = str(run_dir.path)
+            # the config first: a run stopped before its first checkpoint (while its data load,
+            # or a run inside it trains) is started again by 'dlguide resume'
+            run_dir.write_config(name, to_dict(task.config))
         except UsageError as exc:
             error = str(exc)
     made, error = strategy.broadcast((made, error))
     if error is not None:
         raise UsageError(error)
-    run_dir = RunDir(made)
-    metrics = Trainer(task, run_dir, runtime=rt, progress=progress, strategy=strategy, plugins=plugins).fit()
+    run_dir = run_dir or RunDir(made)
+    try:
+        metrics = Trainer(task, run_dir, runtime=rt, progress=progress, strategy=strategy, plugins=plugins).fit()
+    except UsageError:
+        if strategy.is_writer:  # refused before its first checkpoint (its data, a setting): it leaves nothing
+            run_dir.discard()
+        raise
+    finally:
+        run_dir.unlock()
     return RunResult(name, run_dir.path, metrics)
 
 
@@ -95,32 +108,54 @@ def resume_run(path: str | Path, *, overrides: Iterable[str] = (), runtime: Runt
     Only the config's ``resume_keys`` may change (``epochs``, ``lr``, ``early_stopping_patience``,
     ``checkpoint_interval``, ``num_workers``, ``device``, ...): the learning-rate schedule is
     rebuilt from the new config at the saved step. Any other changed key is a UsageError.
+
+    A run stopped after its last epoch but before its end (test pass, weights, metrics) is
+    finished; one that never wrote a checkpoint starts again from its saved config. What a
+    crashed write left (temporary files, a torn last row of ``metrics.jsonl``) is cleaned up.
+    The directory is locked while the run continues.
     """
+    import os
+
     from dlguide._checkpoint import load_checkpoint
     from dlguide._trainer import Trainer
 
     rt = runtime or get_runtime()
     run_dir = RunDir.existing(path)
-    name, saved = run_dir.read_config()
-    if not run_dir.last_ckpt.is_file():
-        raise UsageError(f"{run_dir.path} has no checkpoint to resume from (checkpoints/last.ckpt)")
-    overrides = list(overrides)
-    task = build_task(name, base=saved, overrides=overrides, runtime=rt)
-    if overrides:
-        as_saved = cfgmod.resolve(type(task.config), base=saved)
-        refused = [k for k in cfgmod.changed_keys(as_saved, task.config) if k not in task.config.resume_keys]
-        if refused:
-            allowed = ", ".join(sorted(task.config.resume_keys))
-            was = cfgmod.value_at(as_saved, refused[0])
-            raise UsageError(f"{refused[0]!r} cannot change when a run resumes (it was "
-                             f"{str(was) if isinstance(was, Path) else was!r}); keys that may: {allowed}")
-    ckpt = load_checkpoint(run_dir.last_ckpt, name)
-    task.meta = dict(ckpt.get("meta") or {})
-    done = int(ckpt["epoch"])
-    if done >= task.config.epochs and not int(ckpt.get("batch_in_epoch", 0)):
-        raise UsageError(f"{run_dir.path} already finished {done} epochs; extend it with --set epochs={done + 5}")
-    trainer = Trainer(task, run_dir, runtime=rt, progress=progress, strategy=strategy, plugins=plugins)
-    metrics = trainer.fit(ckpt_path=run_dir.last_ckpt)
+    writer = (strategy.rank if strategy is not None else int(os.environ.get("RANK", "0"))) == 0
+    if writer:
+        run_dir.lock()
+    try:
+        name, saved = run_dir.read_config()
+        if writer:
+            run_dir.remove_stale_temporaries()
+        overrides = list(overrides)
+        task = build_task(name, base=saved, overrides=overrides, runtime=rt)
+        if overrides:
+            as_saved = cfgmod.resolve(type(task.config), base=saved)
+            refused = [k for k in cfgmod.changed_keys(as_saved, task.config) if k not in task.config.resume_keys]
+            if refused:
+                allowed = ", ".join(sorted(task.config.resume_keys))
+                was = cfgmod.value_at(as_saved, refused[0])
+                raise UsageError(f"{refused[0]!r} cannot change when a run resumes (it was "
+                                 f"{str(was) if isinstance(was, Path) else was!r}); keys that may: {allowed}")
+        trainer = Trainer(task, run_dir, runtime=rt, progress=progress, strategy=strategy, plugins=plugins)
+        if not run_dir.last_ckpt.is_file():
+            if writer:
+                run_dir.clear_unstarted()
+                if progress != "none":
+                    print(f"{run_dir.path} has no checkpoint yet: starting it again from its saved config",
+                          file=sys.stderr, flush=True)
+            return RunResult(name, run_dir.path, trainer.fit())
+        ckpt = load_checkpoint(run_dir.last_ckpt, name)
+        task.meta = dict(ckpt.get("meta") or {})
+        done = int(ckpt["epoch"])
+        finished = run_dir.final_metrics.is_file() and run_dir.weights.is_file()
+        if done >= task.config.epochs and not int(ckpt.get("batch_in_epoch", 0)) and finished:
+            raise UsageError(f"{run_dir.path} already finished {done} epochs; extend it with --set epochs={done + 5}")
+        # trained to the end but stopped before its test pass and weights: fit skips to the end
+        metrics = trainer.fit(ckpt_path=run_dir.last_ckpt)
+    finally:
+        run_dir.unlock()
     return RunResult(name, run_dir.path, metrics)
 
 

@@ -21,14 +21,14 @@ from torch import nn
 
 from dlguide import _callbacks as builtin
 from dlguide._checkpoint import (BackgroundWriter, atomic_link, atomic_save, atomic_write, capture_rng, load_checkpoint,
-                                restore_rng, seed_everything, serialize, stamp)
+                                restore_rng, seed_everything, serialize, stamp, unsafe_entry)
 from dlguide._config import to_dict
 from dlguide._context import RunContext
 from dlguide._data import SeededLoader, model_device
 from dlguide._errors import CheckpointError, RunError, RunInterrupted, UsageError
 from dlguide._optim import Schedule, build_optimizer
 from dlguide._plugins import Runtime, get_runtime
-from dlguide._rundir import RunDir
+from dlguide._rundir import RunDir, unique_temporary
 from dlguide._strategy import Strategy, make_strategy
 from dlguide._task import Task
 
@@ -165,8 +165,29 @@ class Trainer:
             "rng": capture_rng(),
             "callbacks": {},
         }
-        self.hook.dlguide_save_checkpoint(trainer=self, checkpoint=ckpt)
+        self._plugins_save(ckpt)
         return ckpt
+
+    def _plugins_save(self, ckpt: dict[str, Any]) -> None:
+        """Let each plugin add its state, checking after each that a checkpoint can still be
+        loaded safely: a value ``weights_only`` loading refuses stops the run now, naming the
+        plugin and the key, with the previous checkpoint kept (not at the end, as a corrupt file)."""
+        core = {key: ckpt[key] for key in ("model", "optimizers", "schedules", "rng")}
+        for impl in reversed(self.hook.dlguide_save_checkpoint.get_hookimpls()):  # pluggy's call order
+            if impl.hookwrapper or impl.wrapper:
+                self.hook.dlguide_save_checkpoint(trainer=self, checkpoint=ckpt)  # checked as a whole below
+                break
+            impl.function(**{name: {"trainer": self, "checkpoint": ckpt}[name] for name in impl.argnames})
+            found = unsafe_entry({k: v for k, v in ckpt.items() if k not in core})
+            if found:
+                where, kind = found
+                raise CheckpointError(f"plugin {impl.plugin_name!r} put a {kind} at {where}, which a checkpoint "
+                                      "cannot hold (weights_only loading refuses it; keep tensors, numbers, strings, "
+                                      "lists and dicts there); run stopped, the previous checkpoint kept")
+        found = unsafe_entry({k: v for k, v in ckpt.items() if k not in core})
+        if found:
+            raise CheckpointError(f"a plugin put a {found[1]} at {found[0]}, which a checkpoint cannot hold "
+                                  "(weights_only loading refuses it); run stopped, the previous checkpoint kept")
 
     def save_checkpoint(self, path: Path, kind: str, same_as: Path | None = None, *,
                         background: bool = False, state: dict[str, Any] | None = None) -> Path:
@@ -257,6 +278,9 @@ class Trainer:
 
     def _interrupt(self) -> None:
         signum = self._stop_signal or signal.SIGINT
+        checkpointer = self.pm.get_plugin("dlguide.checkpoint")
+        if checkpointer is not None:  # the best epoch kept in memory goes first: last.ckpt names it
+            checkpointer.flush_best(self)
         path = self.save_checkpoint(self.run_dir.last_ckpt, "interrupt")
         name = signal.Signals(signum).name
         raise RunInterrupted(
@@ -442,7 +466,8 @@ class Trainer:
             with contextlib.suppress(Exception):
                 self.checkpoint_writer.wait()  # the last good checkpoint may still be on its way
             last = self.run_dir.last_ckpt
-            kept = f"last good checkpoint kept: {last}" if last.exists() else "no checkpoint had been written yet"
+            kept = (f"last good checkpoint kept: {last}" if last.exists() else
+                    f"no checkpoint had been written yet; 'dlguide resume {self.run_dir.path}' starts it again")
             raise RunError(
                 f"{key} is {number} at epoch {self.epoch + 1}, batch {batch_idx}, "
                 f"step {self.global_step}; run stopped, {kept}")
@@ -517,12 +542,16 @@ class Trainer:
         whole = self.strategy.model_state(self.module) if self.strategy.collective_state else None
         with torch.no_grad(), self.strategy.evaluation(self.model):  # pictures drawn by the first process
             if self.strategy.is_writer:
-                tmp = self.run_dir.weights.with_name(".model.safetensors.tmp")
-                if whole is None:
-                    save_model(self.module, str(tmp))
-                else:  # gathered from every process
-                    save_file({k: v.contiguous() for k, v in whole.items()}, str(tmp))
-                tmp.replace(self.run_dir.weights)
+                tmp = unique_temporary(self.run_dir.weights)
+                try:
+                    if whole is None:
+                        save_model(self.module, str(tmp))
+                    else:  # gathered from every process
+                        save_file({k: v.contiguous() for k, v in whole.items()}, str(tmp))
+                    tmp.replace(self.run_dir.weights)
+                except BaseException:
+                    tmp.unlink(missing_ok=True)
+                    raise
                 self.run_dir.write_final(final)
                 self.task.write_artifacts(self.run_dir.path, self.last_metrics_objects)
         return final

@@ -30,8 +30,8 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchvision.transforms.v2 import functional as TF
 
-from dlguide import (DataSplits, RawInput, Task, UsageError, build_optimizer, check_fractions, load_run, model_device,
-                     option, predict, run_task)
+from dlguide import (DataSplits, RawInput, RunInterrupted, Task, UsageError, build_optimizer, check_fractions,
+                     first_line, load_run, model_device, option, predict, resume_run, run_task)
 from dlguide_vision.config import ImageDataConfig, load_task_images
 from dlguide_vision.datasets import ImageDataset
 from dlguide_vision.gan_models import layout
@@ -132,20 +132,26 @@ class ImageGenerationTask(Task):
         assert run is not None
         path = cfg.classifier or run.run_dir / "classifier"
         # what the first process sees decides for all: it alone writes the classifier's run
-        finished, started = run.broadcast(((path / "model.safetensors").is_file(), path.exists()))
+        finished, started = run.broadcast(((path / "model.safetensors").is_file(), (path / "config.yaml").is_file()))
         if cfg.classifier is None and not finished:
-            if started:
-                raise UsageError(f"{path} holds an unfinished classifier run; finish it with 'dlguide resume {path}' "
-                                 "or delete it")
             epochs = cfg.classifier_epochs or (20 if cfg.dataset == "digits" else 3)
             if run.verbose:
-                print(f"{self.name}: training the scoring classifier (vision.classify, {epochs} epochs) into {path}",
+                doing = "continuing" if started else "training"
+                print(f"{self.name}: {doing} the scoring classifier (vision.classify, {epochs} epochs) in {path}",
                       file=sys.stderr, flush=True)
-            run_task("vision.classify", out=path, progress=run.progress, runtime=run.runtime,
-                     base={"dataset": cfg.dataset, "data_dir": cfg.data_dir, "download": cfg.download,
-                           "image_size": self.meta["image_size"], "image_channels": self.meta["channels"],
-                           "val_fraction": cfg.val_fraction, "test_fraction": cfg.test_fraction, "seed": cfg.seed,
-                           "deterministic": cfg.deterministic, "device": cfg.device, "epochs": epochs})
+            try:
+                if started:  # this run was stopped while its classifier trained: that run goes on
+                    resume_run(path, progress=run.progress, runtime=run.runtime)
+                else:
+                    run_task("vision.classify", out=path, progress=run.progress, runtime=run.runtime,
+                             base={"dataset": cfg.dataset, "data_dir": cfg.data_dir, "download": cfg.download,
+                                   "image_size": self.meta["image_size"], "image_channels": self.meta["channels"],
+                                   "val_fraction": cfg.val_fraction, "test_fraction": cfg.test_fraction,
+                                   "seed": cfg.seed, "deterministic": cfg.deterministic, "device": cfg.device,
+                                   "epochs": epochs})
+            except RunInterrupted as exc:  # one 'dlguide resume' of this run continues both
+                raise RunInterrupted(f"{first_line(exc).split(';')[0]} while the scoring classifier trained; "
+                                     f"continue with: dlguide resume {run.run_dir}", exc.exit_code - 128) from None
         judge = load_run(path, runtime=run.runtime)
         if judge.name != "vision.classify":
             raise UsageError(f"classifier {path} is a {judge.name} run; expected a vision.classify run")
