@@ -179,3 +179,21 @@ def test_a_run_directory_is_locked_while_it_trains(tmp_path):
     res = run_cli("resume", out, "--quiet", "--set", "epochs=1")
     assert res.returncode in (0, 2), res.stderr
     assert "is in use" not in res.stderr
+
+
+def test_eval_of_an_unfinished_run_and_a_changed_scheduler_are_one_line(tmp_path):
+    out = tmp_path / "run"
+    env = killer(tmp_path, """
+        @hookimpl
+        def dlguide_checkpoint_saved(trainer, path, kind):
+            if kind == "last" and trainer.epoch == 1:
+                os.kill(os.getpid(), signal.SIGKILL)
+        """)
+    assert run_cli("run", "example.sine", "--out", out, "--quiet", "--set", *SETS, "scheduler=none",
+                   env=env).returncode == -9
+    res = run_cli("eval", out)
+    assert (res.returncode, res.stderr.strip()) == (2, f"dlguide: error: {out} has no trained weights yet "
+                                                       f"(model.safetensors); finish it with 'dlguide resume {out}'")
+    res = run_cli("resume", out, "--set", "scheduler=onecycle")
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert res.stderr.startswith("dlguide: error: 'scheduler' cannot change when a run resumes (it was 'none')")

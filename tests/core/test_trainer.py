@@ -312,8 +312,13 @@ def test_corrupt_and_foreign_checkpoints_are_refused(toy_runtime, tmp_path):
     run_task("toy.nan", overrides=[*FAST, "epochs=1", "nan_at_step=1000"], out=out, runtime=toy_runtime,
              progress="none")
     last = out / "checkpoints" / "last.ckpt"
+    whole = last.read_bytes()
     for content, message in [
-        (b"\x00garbage that is no zip file", "corrupt or not a checkpoint"),
+        (b"\x00garbage that is no zip file", r"is not a checkpoint \(torch's zip format was expected; it starts with "
+                                             r"b'\\x00gar'\); to continue from the best epoch instead, copy .*best.ckpt "
+                                             r"over it and resume"),
+        (whole[:len(whole) // 2], r"is corrupt, cut short by a crash or a full disk \(.*\); to continue from the best "
+                                  r"epoch instead"),
         (None, "not a dlguide checkpoint"),
     ]:
         if content is None:

@@ -51,3 +51,12 @@ def test_a_prediction_does_not_write_through_a_planted_link(tmp_path, runtime):
     assert target.read_bytes() == b"keep me"
     written = tmp_path / "out" / "sample_seed3.png"
     assert rows[0]["path"] == str(written) and not written.is_symlink() and written.stat().st_size > 0
+
+
+def test_a_data_dir_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "images.zip").write_bytes(b"PK")
+    res = run_cli("run", "vision.classify", "--out", tmp_path / "run", "--set", "dataset=imagefolder",
+                  f"data_dir={tmp_path / 'images.zip'}")
+    assert (res.returncode, res.stderr.strip()) == (2, f"dlguide: error: data_dir {tmp_path / 'images.zip'} is a file; "
+                                                       "expected the folder that holds the data set")
+    assert not (tmp_path / "run").exists()

@@ -193,11 +193,17 @@ def load_checkpoint(path: Path, task: str | None = None) -> dict[str, Any]:
     """Load a dlguide checkpoint safely, or raise CheckpointError saying what is wrong."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic != b"PK\x03\x04":  # torch.save writes a zip archive
+        raise CheckpointError(f"{path} is not a checkpoint (torch's zip format was expected; it starts with "
+                              f"{magic!r}){_fallback(path)}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path} is corrupt or not a checkpoint ({reason[:200]})") from None
+        raise CheckpointError(f"{path} is corrupt, cut short by a crash or a full disk ({reason[:100]})"
+                              f"{_fallback(path)}") from None
     header = ckpt.get("dlguide") if isinstance(ckpt, dict) else None
     if not isinstance(header, dict) or "task" not in header:
         raise CheckpointError(f"{path} is not a dlguide checkpoint (no dlguide header)")
@@ -206,6 +212,14 @@ def load_checkpoint(path: Path, task: str | None = None) -> dict[str, Any]:
     if task is not None and header["task"] != task:
         raise CheckpointError(f"{path} belongs to task {header['task']!r}, not {task!r}")
     return ckpt
+
+
+def _fallback(path: Path) -> str:
+    """What a user can do about an unreadable ``last.ckpt`` beside a best one."""
+    best = path.with_name("best.ckpt")
+    if path.name == "last.ckpt" and best.is_file():
+        return f"; to continue from the best epoch instead, copy {best} over it and resume"
+    return ""
 
 
 def capture_rng() -> dict[str, Any]:

@@ -53,6 +53,9 @@ def build_task(name: str, *, base: Mapping[str, Any] | None = None, config_file:
     cls = task_class(name, rt)
     config = cfgmod.resolve(cls.Config, base=base, file=config_file, overrides=overrides, validate=validate)
     cfgmod.check_registered(config, lambda kind: rt.registry.choices(kind, name))
+    data_dir = getattr(config, "data_dir", None)
+    if validate and data_dir and Path(data_dir).exists() and not Path(data_dir).is_dir():
+        raise UsageError(f"data_dir {data_dir} is a file; expected the folder that holds the data set")
     task = cls(config, name=name)
     task._runtime = rt
     task.monitor_mode()
@@ -188,6 +191,9 @@ def evaluate_run(path: str | Path, *, split: str = "test", runtime: Runtime | No
     rt = runtime or get_runtime()
     run_dir = RunDir.existing(path)
     name, saved = run_dir.read_config()
+    if not run_dir.weights.is_file():
+        raise UsageError(f"{run_dir.path} has no trained weights yet (model.safetensors); finish it with "
+                         f"'dlguide resume {run_dir.path}'")
     task = build_task(name, base=saved, runtime=rt)
     metrics = Trainer(task, run_dir, runtime=rt, progress="none").evaluate(run_dir.weights, split)
     run_dir.write_final(metrics, "eval.json")
