@@ -15,9 +15,12 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 
 import yaml
 
-from dlguide._errors import UsageError, did_you_mean
+from dlguide._errors import UsageError, did_you_mean, first_line, quote
 
 C = TypeVar("C")
+
+#: the most values (items, keys and scalars, counted through YAML aliases) a config file may hold
+MAX_CONFIG_VALUES = 100_000
 
 
 def option(default: Any, help: str, *, choices: Iterable[Any] | None = None, registry: str | None = None) -> Any:
@@ -102,7 +105,7 @@ def _coerce(key: str, tp: Any, value: Any, from_text: bool) -> Any:
     """Turn ``value`` into ``tp`` or raise a one-line UsageError naming key, value and type."""
 
     def bad(expected: str) -> UsageError:
-        return UsageError(f"invalid value for {key!r}: {value!r} is not {expected}")
+        return UsageError(f"invalid value for {quote(key)}: {quote(value)} is not {expected}")
 
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
@@ -119,11 +122,15 @@ def _coerce(key: str, tp: Any, value: Any, from_text: bool) -> Any:
         for a in allowed:
             if value == a or (from_text and str(a) == str(value)):
                 return a
-        raise UsageError(f"invalid value for {key!r}: {value!r}; expected one of {', '.join(map(str, allowed))}")
+        raise UsageError(f"invalid value for {quote(key)}: {quote(value)}; "
+                         f"expected one of {', '.join(map(str, allowed))}")
     if origin in (list, tuple):
         if from_text and isinstance(value, str):
             text = value.strip()
-            value = yaml.safe_load(text) if text.startswith("[") else [v for v in text.split(",") if v.strip()]
+            try:
+                value = yaml.safe_load(text) if text.startswith("[") else [v for v in text.split(",") if v.strip()]
+            except (yaml.YAMLError, RecursionError, ValueError):  # ValueError: a number too long
+                raise bad("a list") from None
         if not isinstance(value, (list, tuple)):
             raise bad("a list")
         args = get_args(tp)
@@ -177,9 +184,17 @@ def _check_choices(key: str, f: dataclasses.Field, value: Any) -> None:
     choices = f.metadata.get("choices")
     if choices and value is not None and value not in choices:
         raise UsageError(
-            f"invalid value for {key!r}: {value!r}; expected one of {', '.join(map(str, choices))}"
-            + did_you_mean(str(value), [str(c) for c in choices])
+            f"invalid value for {quote(key)}: {quote(value)}; expected one of {', '.join(map(str, choices))}"
+            + did_you_mean(_as_name(value), [str(c) for c in choices])
         )
+
+
+def _as_name(value: Any) -> str:
+    """``value`` as text to match against names (a string or a number), else "": the text of
+    a list can be as large as the list is once its shared parts are written out."""
+    if isinstance(value, str):
+        return value
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
 
 
 def _apply(obj: Any, data: Mapping[str, Any], prefix: str, from_text: bool) -> Any:
@@ -188,14 +203,16 @@ def _apply(obj: Any, data: Mapping[str, Any], prefix: str, from_text: bool) -> A
     fields = {f.name: f for f in dataclasses.fields(cls)}
     changes: dict[str, Any] = {}
     for key, value in data.items():
-        full = f"{prefix}{key}"
+        name = key if isinstance(key, str) else quote(key)
+        full = f"{prefix}{name}"
         if key not in fields:
             known = [i.key for i in describe(cls)]
-            raise UsageError(f"unknown config key {full!r}" + (did_you_mean(key, known) or did_you_mean(full, known)))
+            raise UsageError(f"unknown config key {quote(full)}"
+                             + (did_you_mean(name, known) or did_you_mean(full, known)))
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, Mapping):
-                raise UsageError(f"invalid value for {full!r}: expected a section of keys, got {value!r}")
+                raise UsageError(f"invalid value for {quote(full)}: expected a section of keys, got {quote(value)}")
             changes[key] = _apply(getattr(obj, key), value, f"{full}.", from_text)
             continue
         coerced = _coerce(full, tp, value, from_text)
@@ -225,8 +242,8 @@ def check_registered(cfg: Any, choices: Any) -> None:
         value = value_at(cfg, info.key)
         allowed = choices(info.registry)
         if value not in allowed:
-            raise UsageError(f"invalid value for {info.key!r}: {value!r}; registered {info.registry}s: "
-                             f"{', '.join(allowed) or 'none'}" + did_you_mean(str(value), allowed))
+            raise UsageError(f"invalid value for {info.key!r}: {quote(value)}; registered {info.registry}s: "
+                             f"{', '.join(allowed) or 'none'}" + did_you_mean(_as_name(value), allowed))
 
 
 def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
@@ -236,13 +253,13 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise UsageError(f"invalid --set {pair!r}: expected key=value")
+            raise UsageError(f"invalid --set {quote(pair)}: expected key=value")
         node = out
         parts = key.split(".")
         for part in parts[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise UsageError(f"invalid --set {pair!r}: {part!r} is set both as a value and a section")
+                raise UsageError(f"invalid --set {quote(pair)}: {quote(part)} is set both as a value and a section")
             node = child
         node[parts[-1]] = value
     return out
@@ -253,17 +270,39 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"config file not found: {p}")
-    text = p.read_text(encoding="utf-8")
     try:
+        text = p.read_text(encoding="utf-8")
         data = tomllib.loads(text) if p.suffix == ".toml" else yaml.safe_load(text)
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise UsageError(f"cannot parse config file {p}: {first}") from None
+    except RecursionError:
+        raise UsageError(f"cannot parse config file {p}: values nested too deeply") from None
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, ValueError) as exc:  # ValueError: not UTF-8, a long number
+        reason = "a number has too many digits" if "integer string conversion" in str(exc) else first_line(exc)
+        raise UsageError(f"cannot parse config file {p}: {reason}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise UsageError(f"config file {p} must hold a mapping of keys, not {type(data).__name__}")
+    if _count_values(data, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:
+        raise UsageError(f"config file {p} expands to more than {MAX_CONFIG_VALUES} values (through YAML "
+                         "aliases or long lists); expected a mapping of config keys")
     return data
+
+
+def _count_values(data: Any, limit: int) -> int:
+    """The number of keys, items and scalars in ``data``, each alias counted again; stops past ``limit``.
+
+    A value shared through YAML aliases is one object to the loader but as many values to
+    every later step (coercion, the saved config), so it counts each time it is reached.
+    """
+    count = 1
+    stack = [data]
+    while stack and count <= limit:
+        item = stack.pop()
+        if isinstance(item, (dict, list, tuple, set)):
+            count += 2 * len(item) if isinstance(item, dict) else len(item)
+            if count <= limit:
+                stack.extend(item.values() if isinstance(item, dict) else item)
+    return count
 
 
 def resolve(

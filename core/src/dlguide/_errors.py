@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import builtins
 import difflib
+import reprlib
 from collections.abc import Iterable
+from typing import Any
 
 
 class DlguideError(Exception):
@@ -45,12 +48,48 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+class _ShortRepr(reprlib.Repr):
+    """``repr`` that reads only the start of long strings and the first items of containers."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxtuple = self.maxlist = self.maxarray = self.maxdeque = 8
+        self.maxdict = self.maxset = self.maxfrozenset = 6
+        self.maxstring = self.maxlong = self.maxother = limit
+
+    def repr_str(self, x: str, level: int) -> str:
+        return builtins.repr(x[: self.maxstring + 1])
+
+    def repr_bytes(self, x: bytes, level: int) -> str:
+        return builtins.repr(x[: self.maxstring + 1])
+
+    def repr_int(self, x: int, level: int) -> str:
+        try:
+            return super().repr_int(x, level)
+        except ValueError:  # more digits than Python converts to text
+            return f"<int of {x.bit_length()} bits>"
+
+
+def quote(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` on one line, cut to at most ``limit`` characters with "...".
+
+    Only the start of a long or deeply nested value is read, so a huge value (a YAML alias
+    bomb, a megabyte string) costs no more than a short one.
+    """
+    limit = max(limit, 8)
+    text = _ShortRepr(limit).repr(value).replace("\r", "\\r").replace("\n", "\\n")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return "; did you mean 'x'?" for the closest of ``choices``, or "" when none is close.
 
     Only names about as close as the best one are offered, so a shared prefix alone
     ("vision.") does not drag in every name of a domain.
     """
+    if not isinstance(name, str) or len(name) > 200:  # no name that long is a typo of a short one
+        return ""
     scored = []
     for choice in choices:
         matcher = difflib.SequenceMatcher(None, name, choice)

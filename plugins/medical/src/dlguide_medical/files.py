@@ -16,6 +16,8 @@ from collections.abc import Callable, Hashable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from monai.data import NibabelReader, PILReader, PydicomReader
 from monai.data.image_reader import ImageReader
 from monai.transforms import LoadImage, MapTransform
@@ -87,11 +89,28 @@ def load_image(path: Path, allowed: tuple[str, ...] = ("nifti", "dicom", "pictur
     """Read one image (a MetaTensor with its affine; channels as stored) or raise a one-line UsageError."""
     kind = check_input(path, allowed)
     try:
-        return _loader(kind)(str(path))
+        with warnings.catch_warnings():  # a value too large for 32-bit floats: refused below as infinite
+            warnings.filterwarnings("ignore", message="overflow encountered", category=RuntimeWarning)
+            image = _loader(kind)(str(path))
     except UsageError:
         raise
     except Exception as exc:  # nibabel, gzip, zlib, PIL and pydicom each raise their own types
         raise UsageError(f"{path}: cannot be read as a {kind} image ({first_line(exc)})") from None
+    check_finite(image, path)
+    return image
+
+
+def check_finite(image: Any, path: Path) -> None:
+    """Refuse an image holding NaN or infinite values, in one line naming ``path``: a network
+    answers them with NaNs, and the argmax of NaNs is an empty segmentation. Values are checked
+    as read (32-bit floats), so one too large for them counts as infinite."""
+    values = image.numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if not np.issubdtype(values.dtype, np.floating) or np.isfinite(values.sum(dtype=np.float64)):
+        return  # a finite sum: no NaN and no infinity anywhere
+    bad = values.size - int(np.count_nonzero(np.isfinite(values)))
+    if bad:
+        share = f"all {values.size}" if bad == values.size else f"{bad} of {values.size}"
+        raise UsageError(f"{path}: {share} voxels are NaN or infinite; expected an image of finite values")
 
 
 class LoadChecked(MapTransform):

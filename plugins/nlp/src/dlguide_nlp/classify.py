@@ -46,6 +46,17 @@ CHARS_PER_TOKEN = 32
 ECHO_CHARS = 200
 
 
+def _echo(raw: RawInput) -> str:
+    """The first ``ECHO_CHARS`` characters of an input's text, "..." ending a longer one; of
+    bytes, only the start is decoded (``decode`` has checked the whole is UTF-8)."""
+    value = raw.value
+    if isinstance(value, (bytes, bytearray)) and len(value) > 4 * ECHO_CHARS:
+        text = bytes(value[:4 * ECHO_CHARS]).decode("utf-8", errors="ignore") + "..."
+    else:
+        text = raw.text()
+    return text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS - 3] + "..."
+
+
 @dataclasses.dataclass
 class TextClassificationConfig(TrainConfig):
     # the defaults (a one-layer LSTM with max pooling) reach about 0.76 test accuracy on
@@ -209,7 +220,7 @@ class TextClassificationTask(Task):
     def decode(self, raw: RawInput) -> tuple[torch.Tensor, torch.Tensor]:
         """A text -> its (input_ids, attention_mask) row, cut to max_length tokens."""
         text = raw.text()
-        if not text.strip():
+        if not text or text.isspace():  # no stripped copy of a long text
             raise UsageError(f"input {raw.label!r} is empty or only whitespace; expected a text to classify")
         max_length = int(self.meta["max_length"])
         bounded = text[:max_length * CHARS_PER_TOKEN]
@@ -230,9 +241,7 @@ class TextClassificationTask(Task):
         classes = list(self.meta["classes"])
         probs, order = output.sort(descending=True)
         top = [[classes[i], round(p, 4)] for p, i in zip(probs[:2].tolist(), order[:2].tolist())]
-        text = raw.text()
-        echo = text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS - 3] + "..."
-        return {"text": echo, "label": top[0][0], "probability": top[0][1], "top": top}
+        return {"text": _echo(raw), "label": top[0][0], "probability": top[0][1], "top": top}
 
     def format_prediction(self, row: Mapping[str, Any]) -> str:
         """``fresh 0.83 (rotten 0.17)  the text`` on one line."""
