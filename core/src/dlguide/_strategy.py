@@ -153,6 +153,9 @@ class SingleDeviceStrategy(Strategy):
     name = "single"
 
 
+_groups_started = 0  # process groups this process has started (each under its own store prefix)
+
+
 class DDPStrategy(Strategy):
     """One process per device, started by ``torchrun`` (or ``dlguide run --nproc-per-node N``),
     gradients averaged by ``DistributedDataParallel``: gloo on CPUs, nccl on CUDA with
@@ -199,13 +202,17 @@ class DDPStrategy(Strategy):
             if "MASTER_ADDR" not in os.environ:
                 raise UsageError("strategy ddp needs processes started by torchrun or "
                                  "'dlguide run TASK --nproc-per-node N'")
-            # the store torchrun's agent serves outlives a restart (--max-restarts): keys of the
-            # failed attempt's group (a dead worker's address) would be read by the new one, so
-            # each attempt keeps its keys under its own prefix
+            # the store torchrun's agent serves outlives a group: keys of an earlier one (a failed
+            # attempt's before --max-restarts restarted the workers, a finished run's before the
+            # next run in the same processes) would be read by the new group, a dead or departed
+            # process's address among them, so each group keeps its keys under its own prefix
             store, rank, world = next(dist.rendezvous("env://"))
             attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+            global _groups_started
+            _groups_started += 1  # every process starts its groups in the same order
+            prefix = f"dlguide/attempt_{attempt}/group_{_groups_started}"
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world,
-                                    store=dist.PrefixStore(f"dlguide/attempt_{attempt}", store))
+                                    store=dist.PrefixStore(prefix, store))
             self._started_group = True
 
     def teardown(self) -> None:
