@@ -160,7 +160,7 @@ def test_a_full_disk_is_named_in_one_line(tmp_path):
 def test_a_run_directory_is_locked_while_it_trains(tmp_path):
     out = tmp_path / "run"
     first = subprocess.Popen([sys.executable, "-m", "dlguide", "run", "example.sine", "--out", str(out), "--quiet",
-                              "--set", "samples=200000", "epochs=50", "hidden=64"],
+                              "--set", "samples=20000", "epochs=500", "hidden=32"],
                              stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 600  # a bound on a slow start, not a speed limit
