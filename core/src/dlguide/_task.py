@@ -7,6 +7,7 @@ owns everything else. This module imports no torch at import time.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
@@ -85,8 +86,8 @@ class TrainConfig:
             if value < 1:
                 raise UsageError(f"invalid value for {key!r}: {value}; expected an integer >= 1")
         for key in ("lr",):
-            if not getattr(self, key) > 0:
-                raise UsageError(f"invalid value for {key!r}: {getattr(self, key)}; expected a number > 0")
+            if not 0 < getattr(self, key) < math.inf:
+                raise UsageError(f"invalid value for {key!r}: {getattr(self, key)}; expected a finite number > 0")
         for key in ("weight_decay", "gradient_clip_norm", "warmup_steps", "num_workers", "lr_step_epochs",
                     "early_stopping_patience", "limit_train_batches", "limit_eval_batches", "checkpoint_interval"):
             if getattr(self, key) < 0:
