@@ -5,7 +5,6 @@ batch, evaluation counts every sample once, and only the first process writes.""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -14,16 +13,11 @@ import torch
 
 from dlguide._data import EpochBatches
 from dlguide._launch import worker_argv
+from dlguide.testing import run_cli as dlguide
 
 # 520 points: 390 to train (13 global batches of 30), 65 to validate and 65 to test, odd sizes
 # that two processes cannot split evenly; no dropout, so both runs draw the same random numbers
 SETS = ["samples=520", "batch_size=30", "epochs=3", "dropout=0", "hidden=16", "scheduler=cosine"]
-
-
-def dlguide(*args):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "dlguide", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=900)  # a bound against a hang, not a speed limit
 
 
 def metrics(run):

@@ -232,8 +232,6 @@ def _print_error(exc: BaseException) -> None:
 
 def _reported_elsewhere(exc: BaseException) -> bool:
     """An interrupt of a distributed run is told once: by the launcher, or else by the first process."""
-    import os
-
     from dlguide._errors import RunInterrupted
 
     if not isinstance(exc, RunInterrupted) or "LOCAL_RANK" not in os.environ:

@@ -6,6 +6,7 @@ Tests and notebooks call these directly; the CLI is a thin layer over them.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -117,8 +118,6 @@ def resume_run(path: str | Path, *, overrides: Iterable[str] = (), runtime: Runt
     crashed write left (temporary files, a torn last row of ``metrics.jsonl``) is cleaned up.
     The directory is locked while the run continues.
     """
-    import os
-
     from dlguide._checkpoint import load_checkpoint
     from dlguide._trainer import Trainer
 

@@ -172,22 +172,24 @@ class Trainer:
         """Let each plugin add its state, checking after each that a checkpoint can still be
         loaded safely: a value ``weights_only`` loading refuses stops the run now, naming the
         plugin and the key, with the previous checkpoint kept (not at the end, as a corrupt file)."""
-        core = {key: ckpt[key] for key in ("model", "optimizers", "schedules", "rng")}
-        for impl in reversed(self.hook.dlguide_save_checkpoint.get_hookimpls()):  # pluggy's call order
-            if impl.hookwrapper or impl.wrapper:
-                self.hook.dlguide_save_checkpoint(trainer=self, checkpoint=ckpt)  # checked as a whole below
-                break
-            impl.function(**{name: {"trainer": self, "checkpoint": ckpt}[name] for name in impl.argnames})
+        core = ("model", "optimizers", "schedules", "rng")  # built here, of tensors and numbers
+
+        def check(plugin: str) -> None:
             found = unsafe_entry({k: v for k, v in ckpt.items() if k not in core})
             if found:
                 where, kind = found
-                raise CheckpointError(f"plugin {impl.plugin_name!r} put a {kind} at {where}, which a checkpoint "
-                                      "cannot hold (weights_only loading refuses it; keep tensors, numbers, strings, "
-                                      "lists and dicts there); run stopped, the previous checkpoint kept")
-        found = unsafe_entry({k: v for k, v in ckpt.items() if k not in core})
-        if found:
-            raise CheckpointError(f"a plugin put a {found[1]} at {found[0]}, which a checkpoint cannot hold "
-                                  "(weights_only loading refuses it); run stopped, the previous checkpoint kept")
+                raise CheckpointError(f"{plugin} put a {kind} at {where}, which a checkpoint cannot hold "
+                                      "(weights_only loading refuses it; keep tensors, numbers, strings, lists and "
+                                      "dicts there); run stopped, the previous checkpoint kept")
+
+        impls = self.hook.dlguide_save_checkpoint.get_hookimpls()
+        if any(impl.hookwrapper or impl.wrapper for impl in impls):  # wrappers only run through pluggy
+            self.hook.dlguide_save_checkpoint(trainer=self, checkpoint=ckpt)
+            check("a plugin")
+            return
+        for impl in reversed(impls):  # pluggy's call order
+            impl.function(**{name: {"trainer": self, "checkpoint": ckpt}[name] for name in impl.argnames})
+            check(f"plugin {impl.plugin_name!r}")
 
     def save_checkpoint(self, path: Path, kind: str, same_as: Path | None = None, *,
                         background: bool = False, state: dict[str, Any] | None = None) -> Path:
