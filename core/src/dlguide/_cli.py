@@ -152,6 +152,30 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from dlguide._export import export_run, verify_bundle
+
+    if args.paths[0] == "verify":
+        if len(args.paths) != 2 or args.out:
+            raise UsageError("usage: dlguide export verify BUNDLE")
+        checks = verify_bundle(args.paths[1], registry_runtime=args.runtime)
+        for check in checks:
+            verdict = "ok" if check.ok else "FAILED"
+            note = f" ({check.note})" if check.note else ""
+            print(f"{check.runtime:<30} max |diff| {check.max_abs_diff:.3g}  (tolerance {check.tolerance:g})  "
+                  f"{verdict}{note}")
+        return 0 if all(c.ok for c in checks) else 1
+    if len(args.paths) != 1 or not args.out:
+        raise UsageError("usage: dlguide export RUN_DIR --out BUNDLE [--format safetensors,onnx,pt2] "
+                         "(or: dlguide export verify BUNDLE)")
+    result = export_run(args.paths[0], args.out, args.format, runtime=args.runtime)
+    for note in result.notes:
+        print(f"dlguide: note: {note}", file=sys.stderr)
+    formats = ", ".join(f"{fmt} ({file})" for fmt, file in result.manifest["formats"].items())
+    print(f"exported {result.manifest['task']} version {result.manifest['version']} to {result.path}: {formats}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     rt: Runtime = args.runtime
     from dlguide._demo import format_results, run_demos
@@ -214,6 +238,14 @@ def build_parser(rt: Runtime) -> Parser:
                    "(default RUN_DIR/predictions)")
     p.add_argument("--json", action="store_true", help="print the predictions as JSON")
     p.set_defaults(handler=cmd_predict)
+
+    p = sub.add_parser("export", help="write a finished run as a bundle (safetensors, ONNX, torch.export), "
+                       "or check one: export verify BUNDLE")
+    p.add_argument("paths", metavar="RUN_DIR", nargs="+", help="the run to export (or: verify BUNDLE)")
+    p.add_argument("--out", metavar="BUNDLE", help="the new bundle folder")
+    p.add_argument("--format", default="safetensors,onnx,pt2", help="comma-separated: safetensors, onnx, pt2 "
+                   "(default all)")
+    p.set_defaults(handler=cmd_export)
 
     p = sub.add_parser("demo", help="a short tour of each installed plugin's demo on embedded data")
     p.add_argument("plugins", metavar="PLUGIN", nargs="*", help="only these plugins")

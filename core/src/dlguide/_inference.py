@@ -19,7 +19,7 @@ import dataclasses
 import json
 import math
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -147,21 +147,9 @@ def to_json(value: Any) -> Any:
     return value
 
 
-def predict(task: Task, inputs: Sequence[RawInput], *, out_dir: Path | None = None,
-            batch_size: int | None = None) -> list[dict[str, Any]]:
-    """Run ``inputs`` through the task's decode -> predict_step -> encode; one result per input.
-
-    Every input is decoded before the first batch runs, so one bad input costs no work.
-    ``task.model`` must be loaded (``dlguide.load_run``).
-    """
-    import torch
-
-    from dlguide._data import model_device, to_device
-
-    if task.model is None:
-        raise UsageError(f"task {task.name!r} has no model loaded; load a finished run first")
-    if task.writes_files and out_dir is None:
-        raise UsageError(f"task {task.name!r} writes its predictions as files: give an output folder")
+def decode_inputs(task: Task, inputs: Sequence[RawInput]) -> list[Any]:
+    """Decode every input (a bad one: ``UsageError`` naming it, before any work is done); a task
+    that writes files has each input's output name checked against the others' first."""
     if task.writes_files:
         claimed: dict[str, RawInput] = {}
         for raw in inputs:
@@ -170,24 +158,67 @@ def predict(task: Task, inputs: Sequence[RawInput], *, out_dir: Path | None = No
                 raise UsageError(f"inputs {claimed[name].label} and {raw.label} would both be written to {name}; "
                                  "predict them in separate calls or into different output folders")
             claimed[name] = raw
-    samples = [task.decode(raw) for raw in inputs]
-    size = batch_size or task.predict_batch_size or int(getattr(task.config, "batch_size", 32))
+    return [task.decode(raw) for raw in inputs]
+
+
+def predict_samples(task: Task, samples: Sequence[Any], *, batch_size: int | None = None) -> list[Any]:
+    """Decoded samples -> one output per sample (on the CPU): collated into batches of at most
+    ``batch_size`` (the task's ``predict_batch_size``, else its config's) and run through
+    ``predict_step`` under inference mode with the model in eval mode."""
+    import torch
+
+    from dlguide._data import model_device, to_device
+
+    if task.model is None:
+        raise UsageError(f"task {task.name!r} has no model loaded; load a finished run first")
+    size = max(1, batch_size or task.predict_batch_size or int(getattr(task.config, "batch_size", 32)))
     device = model_device(task.model)
-    results: list[dict[str, Any]] = []
+    outputs: list[Any] = []
     was_training = task.model.training
     task.model.eval()
     try:
-        for start in range(0, len(samples), max(1, size)):
-            chunk = samples[start:start + size]
+        for start in range(0, len(samples), size):
+            chunk = list(samples[start:start + size])
             batch = to_device(task.collate(chunk), device)
             with torch.inference_mode():
-                outputs = task.predict_step(batch)
-            for output, sample, raw in zip(split_batch(outputs, len(chunk)), chunk, inputs[start:start + size]):
-                if out_dir is not None and task.writes_files:
-                    target = out_dir / task.output_name(raw)
-                    if target.is_symlink():  # an output never writes through a link it did not create
-                        target.unlink()
-                results.append(task.encode(output, sample, raw, out_dir=out_dir))
+                outputs.extend(split_batch(task.predict_step(batch), len(chunk)))
     finally:
         task.model.train(was_training)
+    return outputs
+
+
+def encode_outputs(task: Task, outputs: Sequence[Any], samples: Sequence[Any], inputs: Sequence[RawInput], *,
+                   out_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Each sample's output -> its JSON-safe result; a task that writes files writes them into
+    ``out_dir`` (never through a link that was planted at an output's name)."""
+    if task.writes_files and out_dir is None:
+        raise UsageError(f"task {task.name!r} writes its predictions as files: give an output folder")
+    results = []
+    for output, sample, raw in zip(outputs, samples, inputs):
+        if out_dir is not None and task.writes_files:
+            target = out_dir / task.output_name(raw)
+            if target.is_symlink():
+                target.unlink()
+        results.append(task.encode(output, sample, raw, out_dir=out_dir))
     return results
+
+
+def predict(task: Task, inputs: Sequence[RawInput], *, out_dir: Path | None = None,
+            batch_size: int | None = None,
+            observe: Callable[[Any, Any], None] | None = None) -> list[dict[str, Any]]:
+    """Run ``inputs`` through the task's decode -> predict_step -> encode; one result per input.
+
+    Every input is decoded before the first batch runs, so one bad input costs no work.
+    ``task.model`` must be loaded (``dlguide.load_run``). ``observe(sample, output)`` is called
+    for each sample before it is encoded (drift statistics use it).
+    """
+    if task.model is None:
+        raise UsageError(f"task {task.name!r} has no model loaded; load a finished run first")
+    if task.writes_files and out_dir is None:
+        raise UsageError(f"task {task.name!r} writes its predictions as files: give an output folder")
+    samples = decode_inputs(task, inputs)
+    outputs = predict_samples(task, samples, batch_size=batch_size)
+    if observe is not None:
+        for sample, output in zip(samples, outputs):
+            observe(sample, output)
+    return encode_outputs(task, outputs, samples, inputs, out_dir=out_dir)

@@ -159,6 +159,9 @@ class RunDir:
         run = cls(path)
         if not run.config_path.is_file():
             raise UsageError(f"{run.path} is not a dlguide run directory (no config.yaml)")
+        if (run.path / "manifest.json").is_file():
+            raise UsageError(f"{run.path} is an export bundle, not a run directory; serve or verify it "
+                             "(dlguide serve, dlguide export verify)")
         return run
 
     # paths

@@ -164,20 +164,27 @@ def resume_run(path: str | Path, *, overrides: Iterable[str] = (), runtime: Runt
 def load_run(path: str | Path, *, runtime: Runtime | None = None, device: str | None = None) -> Any:
     """Rebuild a finished run's task with its model and weights, in eval mode, ready for
     inference (``dlguide.predict``) or a plugin's commands; its training data are not read."""
+    run_dir = RunDir.existing(path)
+    if not run_dir.weights.is_file():
+        raise UsageError(f"{run_dir.path} has no trained weights yet (model.safetensors); finish it with "
+                         f"'dlguide resume {run_dir.path}'")
+    return load_task(run_dir.path, runtime=runtime, device=device)
+
+
+def load_task(folder: Path, *, runtime: Runtime | None = None, device: str | None = None) -> Any:
+    """The task of a folder holding ``config.yaml``, ``task.json`` and ``model.safetensors`` (a
+    finished run, or an export bundle already checked against its manifest), model loaded."""
     from dlguide._data import resolve_device
     from dlguide._trainer import load_weights
 
     rt = runtime or get_runtime()
-    run_dir = RunDir.existing(path)
-    name, saved = run_dir.read_config()
-    if not run_dir.weights.is_file():
-        raise UsageError(f"{run_dir.path} has no trained weights yet (model.safetensors); finish it with "
-                         f"'dlguide resume {run_dir.path}'")
+    files = RunDir(folder)
+    name, saved = files.read_config()
     task = build_task(name, base=saved, runtime=rt, validate=False)  # its data may be gone: inference needs none
-    task.meta = run_dir.read_meta()
-    task.run_dir = run_dir.path
+    task.meta = files.read_meta()
+    task.run_dir = files.path
     model = task.build_model().to(resolve_device(device or task.config.device))
-    load_weights(model, run_dir.weights)
+    load_weights(model, files.weights)
     model.eval()
     task.model = task.module = model
     return task

@@ -146,6 +146,16 @@ class Task:
     writes_files: ClassVar[bool] = False
     #: most decoded samples per ``predict_step`` batch (None: the config's ``batch_size``)
     predict_batch_size: ClassVar[int | None] = None
+    #: the network ``predict_step`` calls with positional tensors, as a dotted attribute of the
+    #: task (``model``, or ``model.generator`` for a GAN's generator): what ``dlguide export``
+    #: writes as ONNX and ``torch.export`` programs, and what an exported runtime stands in for
+    export_module: ClassVar[str] = "model"
+    #: names of that network's inputs and outputs in exported files (default ``input_0``, ``output_0``...)
+    export_input_names: ClassVar[tuple[str, ...]] = ()
+    export_output_names: ClassVar[tuple[str, ...]] = ()
+    #: False when ``reference_inputs`` makes its inputs without the data (a generator's seeds):
+    #: export then passes ``data=None`` instead of building the data set
+    reference_from_data: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -315,6 +325,61 @@ class Task:
 
         return {"output": to_json(output)}
 
+    def reference_inputs(self, data: DataSplits | None, count: int) -> list[RawInput]:
+        """Up to ``count`` raw inputs made from ``data.test`` as a client would send them (image
+        files' bytes, texts, user ids), spread over the split: ``dlguide export`` keeps a few
+        with their outputs for ``export verify``, traces the exported network on them, and
+        predicts all of them for the drift monitor's reference. A task without it exports its
+        weights only."""
+        raise NotImplementedError(f"task {self.name!r} gives no reference inputs")
+
+    def inference_files(self) -> Sequence[str]:
+        """Paths, relative to the run directory, of the files besides ``config.yaml``,
+        ``task.json`` and the weights that loading and predicting read (a tokenizer, an id map):
+        ``dlguide export`` copies them into the bundle."""
+        return ()
+
+    def describe_input(self, sample: Any) -> float | None:
+        """One number that summarises a decoded sample for drift monitoring: by default the
+        mean of its first floating-point or image-like (2-D or more) tensor, or else the count
+        of non-zero entries (a text's tokens) of its first integer vector; None: not monitored."""
+        import torch
+
+        tensors = [t for t in _tensors(sample) if t.numel()]
+        for tensor in tensors:
+            if tensor.is_floating_point() or tensor.dim() >= 2:
+                return float(tensor.float().mean())
+        for tensor in tensors:
+            if tensor.dim() > 0:
+                return float(torch.count_nonzero(tensor))
+        return None
+
+    def describe_output(self, output: Any) -> str | float | None:
+        """One sample's output for drift monitoring: the predicted class's name when the output
+        is a vector of class scores, else the mean of the output (a score); None: not monitored."""
+        tensors = [t for t in _tensors(output) if t.numel() and t.is_floating_point()]
+        if not tensors:
+            return None
+        first = tensors[0].float()
+        classes = self.class_names()
+        if classes and first.dim() == 1 and len(first) == len(classes):
+            return str(classes[int(first.argmax())])
+        finite = first[first.isfinite()]
+        return float(finite.mean()) if finite.numel() else None
+
     def format_prediction(self, row: Mapping[str, Any]) -> str:
         """One printed line for one prediction."""
         return "  ".join(f"{k}={v}" for k, v in row.items())
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    """The tensors in a sample or output (a tensor, or nested tuples, lists and dicts), in order."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, Mapping):
+        return [t for v in value.values() for t in _tensors(v)]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors(v)]
+    return []

@@ -71,6 +71,11 @@ class SineRegression(Task):
             raise UsageError(f"example.sine predicts from numbers, not {raw.label!r}") from None
         return torch.tensor([x])
 
+    def reference_inputs(self, data, count):
+        """Test points as the numbers a client sends."""
+        xs = [float(data.test[i][0][0]) for i in range(min(count, len(data.test)))]
+        return [RawInput(value=x, name=repr(x)) for x in xs]
+
     def encode(self, output, sample, raw, *, out_dir=None):
         x = float(sample[0])
         return {"x": x, "y": round(float(output[0]), 4), "sin(x)": round(float(torch.sin(sample[0])), 4)}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from dlguide import (CLASSIFICATION_METRIC_MODES, SCHEDULERS, DataSplits, RawInp
                      check_held_out, classification_metrics, option, stratified_split, write_confusion_matrix)
 from dlguide_medical.caching import SeededCache, cached
 from dlguide_medical.class_data import read_class_folder, synthetic_folder, transforms
-from dlguide_medical.files import input_name, input_path
+from dlguide_medical.files import input_name, input_path, reference_files
 from dlguide_medical.metrics import RocAuc
 
 
@@ -76,6 +76,9 @@ class MedicalClassificationTask(Task):
     config: MedicalClassificationConfig
     metric_modes = {**CLASSIFICATION_METRIC_MODES, "auc": "max"}
     input_kind = "file"  # PNG/JPEG, NIfTI or DICOM, a path or uploaded bytes with a file name
+    export_input_names = ("image",)
+    export_output_names = ("logits",)
+    test_files: Sequence[str] = ()
 
     def build_data(self) -> DataSplits:
         cfg = self.config
@@ -86,6 +89,7 @@ class MedicalClassificationTask(Task):
                                              [cfg.val_fraction, cfg.test_fraction], cfg.seed))
         self.meta = {"dataset": cfg.dataset, "classes": classes, "channels": 1, "image_size": cfg.image_size,
                      "sizes": {"train": len(train), "val": len(val), "test": len(test)}}
+        self.test_files = [item["image"] for item in test]
         evaluation = transforms(cfg.image_size, augment=False)
         return DataSplits(
             train=SeededCache(train, transforms(cfg.image_size, cfg.augment), cfg.seed),
@@ -123,6 +127,10 @@ class MedicalClassificationTask(Task):
         """The image read, made grey, scaled and resized as the evaluation images were: ``[1, size, size]``."""
         with input_path(raw) as path:
             return self._reader({"image": str(path)})["image"]
+
+    def reference_inputs(self, data: DataSplits | None, count: int) -> list[RawInput]:
+        """The test images' files as a client uploads them."""
+        return reference_files(self.test_files, count)
 
     def predict_step(self, batch: torch.Tensor) -> torch.Tensor:
         """Class probabilities ``[B, classes]``."""

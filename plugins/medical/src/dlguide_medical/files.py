@@ -12,7 +12,7 @@ import contextlib
 import functools
 import logging
 import warnings
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -161,3 +161,9 @@ def input_path(raw: RawInput) -> Iterator[Path]:
             if raw.path is not None and path == raw.path:
                 raise
             raise UsageError(str(exc).replace(str(path), raw.label)) from None
+
+
+def reference_files(paths: Sequence[str | Path], count: int) -> list[RawInput]:
+    """Up to ``count`` of ``paths``, spread over them, as the uploads a client sends (bytes and name)."""
+    step = max(1, len(paths) // max(1, count))
+    return [RawInput(value=Path(p).read_bytes(), name=Path(p).name) for p in list(paths)[::step][:count]]

@@ -29,7 +29,7 @@ from torch import nn
 
 from dlguide import SCHEDULERS, DataSplits, RawInput, Task, TrainConfig, UsageError, check_fractions, option
 from dlguide_medical.figures import Overlay, overlay_png
-from dlguide_medical.files import check_input, input_name, input_path
+from dlguide_medical.files import check_input, input_name, input_path, reference_files
 from dlguide_medical.metrics import SegmentationScores
 from dlguide_medical.msd import read_msd, split_cases, write_nifti
 from dlguide_medical.seg_data import WholeVolumes, augmentation, collate_volumes, preprocessing, training_patches
@@ -113,6 +113,9 @@ class SegmentationTask(Task):
     config: SegmentationConfig
     metric_modes = {"dice": "max", "hd95": "min"}
     input_kind = "file"  # a NIfTI file, a DICOM file or (a local path) a DICOM series folder
+    export_input_names = ("image",)  # one batch of sliding-window patches: the network, not the window
+    export_output_names = ("logits",)
+    test_files: Sequence[str] = ()
     writes_files = True
     predict_batch_size = 1  # volumes of any size; one is already many sliding windows
 
@@ -134,6 +137,7 @@ class SegmentationTask(Task):
                      "channels": data.channels,
                      "cases": {"train": [c["name"] for c in train], "val": [c["name"] for c in val],
                                "test": [c["name"] for c in test]}}
+        self.test_files = [case["image"] for case in test]
         pre = self.preprocessing()
         return DataSplits(
             train=training_patches(train, pre, augmentation(cfg.patch_size, cfg.samples_per_volume, cfg.flip_prob),
@@ -221,6 +225,14 @@ class SegmentationTask(Task):
             raise UsageError(f"{input_name(raw)}: image of shape {tuple(image.shape[1:])} with {image.shape[0]} "
                              f"channels; this run segments 3D volumes with {channels} channel(s)")
         return {"image": image}
+
+    def reference_inputs(self, data: DataSplits | None, count: int) -> list[RawInput]:
+        """The test cases' image files as a client uploads them."""
+        return reference_files(self.test_files, count)
+
+    def describe_output(self, output: torch.Tensor) -> float:
+        """The share of voxels labelled as any structure (not background)."""
+        return float((output > 0).float().mean())
 
     def predict_step(self, batch: Any) -> torch.Tensor:
         """Label volumes ``[B, 1, *spatial]``: the argmax of the sliding-window logits."""

@@ -126,6 +126,10 @@ class TextClassificationTask(Task):
     config: TextClassificationConfig
     metric_modes: ClassVar[Mapping[str, str]] = CLASSIFICATION_METRIC_MODES
     input_kind: ClassVar[str] = "text"
+    export_input_names = ("input_ids", "attention_mask")
+    export_output_names = ("logits",)
+    #: the test split's texts, kept by ``build_data`` for ``reference_inputs``
+    test_texts: Sequence[str] = ()
 
     def _own_run_dir(self) -> Path | None:
         """The run directory when this process writes into it (only the first of several does)."""
@@ -169,6 +173,7 @@ class TextClassificationTask(Task):
                             cfg.max_length)
             datasets[name] = TensorDataset(encoded.input_ids, encoded.attention_mask,
                                            torch.tensor(split.labels, dtype=torch.long))
+        self.test_texts = list(data.splits["test"].texts) if "test" in data.splits else []
         self.meta = {"dataset": cfg.dataset, "classes": data.classes, "vocab_size": tokenizer.get_vocab_size(),
                      "pad_id": tokenization.pad_id(tokenizer), "max_length": cfg.max_length,
                      "sizes": {name: len(split) for name, split in data.splits.items()},
@@ -228,6 +233,17 @@ class TextClassificationTask(Task):
         if encoded.truncated or len(bounded) < len(text):
             log.warning("cut input %r to max_length=%d tokens", raw.label, max_length)
         return encoded.input_ids[0], encoded.attention_mask[0]
+
+    def inference_files(self) -> list[str]:
+        """The tokenizer, and a transformer's architecture."""
+        saved = self.run_dir is not None and (self.run_dir / TRANSFORMER_CONFIG_DIR / "config.json").is_file()
+        return [tokenization.FILE_NAME, *([TRANSFORMER_CONFIG_DIR] if saved else [])]
+
+    def reference_inputs(self, data: DataSplits | None, count: int) -> list[RawInput]:
+        """Test texts (kept by ``build_data``) as a client sends them."""
+        texts = self.test_texts
+        step = max(1, len(texts) // max(1, count))
+        return [RawInput(value=text, name=f"test_{i}") for i, text in list(enumerate(texts))[::step][:count]]
 
     def predict_step(self, batch: Any) -> torch.Tensor:
         """Class probabilities, one row per text."""

@@ -66,9 +66,19 @@ class RecurrentClassifier(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         # a text whose tokens were all unknown still has length 1 (its first, padding, token)
         lengths = attention_mask.sum(1).clamp(min=1)
-        width = int(lengths.max())
+        packed = self.packed
+        if torch.compiler.is_exporting():
+            # an exported graph has no data-dependent width and no packed sequences: the cells run
+            # over the whole padded row, which for one direction gives the packed result exactly
+            # (padding comes after the last real token); the backward direction would start on padding
+            if self.rnn.bidirectional and packed:
+                raise UsageError("a bidirectional packed recurrent network has no exported form "
+                                 "(its backward pass starts at each text's own last token)")
+            width, packed = input_ids.shape[1], False
+        else:
+            width = int(lengths.max())
         embedded = self.dropout(self.embedding(input_ids[:, :width]))
-        if self.packed:
+        if packed:
             packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
             outputs, hidden = self.rnn(packed)
             outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=width)
@@ -78,7 +88,7 @@ class RecurrentClassifier(nn.Module):
             hidden = hidden[0]
         if self.pooling == "last":
             directions = 2 if self.rnn.bidirectional else 1
-            if self.packed:
+            if packed:
                 pooled = torch.cat(list(hidden[-directions:]), dim=1)
             else:  # unpacked, the state "after the last token" has to be picked from the outputs
                 idx = (lengths - 1).view(-1, 1, 1).expand(-1, 1, outputs.size(2))
@@ -103,6 +113,8 @@ class TransformerClassifier(nn.Module):
         self.model = model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_exporting():  # no data-dependent width in an exported graph: padding is masked
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
         width = int(attention_mask.sum(1).max().clamp(min=1))  # attention costs the square of the width
         return self.model(input_ids=input_ids[:, :width], attention_mask=attention_mask[:, :width]).logits
 

@@ -25,7 +25,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -40,7 +40,7 @@ from dlguide_recsys.implicit_models import ImplicitFactors, fit_iteration
 from dlguide_recsys.interactions import Interactions, build_interactions
 from dlguide_recsys.metrics import RANKING_METRICS, CatalogueCoverage, UserAverage, top_k
 from dlguide_recsys.models import Popularity, Recommender
-from dlguide_recsys.recommend import Catalogue, format_rows, top_items, write_catalogue
+from dlguide_recsys.recommend import CATALOGUE, USER_ITEMS, Catalogue, format_rows, top_items, write_catalogue
 from dlguide_recsys.sampling import NegativeSampler, PositivePairs, RankingRows, WholeMatrix, sample_unseen
 from dlguide_recsys.splits import SPLITS, split_interactions
 
@@ -125,6 +125,10 @@ class RankingTask(Task):
     metric_modes: ClassVar[Mapping[str, str]] = {
         **{name: "max" for name in RANKING_METRICS}, "coverage": "max", "bpr_correct": "max"}
     input_kind: ClassVar[str] = "json"
+    export_input_names = ("user",)
+    export_output_names = ("scores",)
+    #: the test users' ids, kept by ``build_data`` for ``reference_inputs``
+    test_user_ids: Sequence[str] = ()
 
     def __init__(self, config: RankingConfig, name: str = "") -> None:
         super().__init__(config, name)
@@ -162,6 +166,8 @@ class RankingTask(Task):
                 notes.append(note)
                 log.warning("%s", note)
             users = np.flatnonzero(with_items & has_train)
+            if stage == "test":
+                self.test_user_ids = [data.user_ids[u] for u in users.tolist()]
             if len(users):
                 eval_sets[stage] = self._ranking_rows(stage, users, relevant, val_matrix, offset)
         if "val" not in eval_sets and cfg.monitor.startswith("val/"):
@@ -324,6 +330,20 @@ class RankingTask(Task):
     def decode(self, raw: RawInput) -> torch.Tensor:
         """The user's model index, -1 for a user the model learnt nothing about (popular items instead)."""
         return torch.tensor(self.catalogue.model_index(self.user_id(raw)), dtype=torch.int64)
+
+    def inference_files(self) -> list[str]:
+        """The id maps and titles, and the items each user has seen (never recommended again)."""
+        return [CATALOGUE, USER_ITEMS]
+
+    def reference_inputs(self, data: DataSplits | None, count: int) -> list[RawInput]:
+        """Test users' ids as a client sends them."""
+        ids = self.test_user_ids
+        step = max(1, len(ids) // max(1, count))
+        return [RawInput(value=user, name=user) for user in ids[::step][:count]]
+
+    def describe_input(self, sample: torch.Tensor) -> float:
+        """1 for a user the model knows, 0 for one it gives popular items: drift is a rise of unknown users."""
+        return float(int(sample) >= 0)
 
     def predict_step(self, batch: torch.Tensor) -> torch.Tensor:
         """Scores of the whole catalogue for the known users (rows of index -1 stay NaN: not scored)."""

@@ -26,7 +26,7 @@ from torchvision.transforms.v2 import functional as TF
 from dlguide import (CLASSIFICATION_METRIC_MODES, SCHEDULERS, DataSplits, RawInput, Task, UsageError, check_fractions,
                      classification_metrics, option, write_confusion_matrix)
 from dlguide_vision.config import ImageDataConfig, load_task_images
-from dlguide_vision.datasets import ImageDataset, channel_stats, read_image
+from dlguide_vision.datasets import ImageDataset, channel_stats, png_bytes, read_image, spread
 from dlguide_vision.figures import Mistake, misclassified_grid
 from dlguide_vision.models import ACTIVATIONS, load_pretrained
 
@@ -82,6 +82,8 @@ class ImageClassificationTask(Task):
     config: ImageClassificationConfig
     metric_modes: ClassVar[Mapping[str, str]] = CLASSIFICATION_METRIC_MODES
     input_kind = "file"
+    export_input_names = ("image",)  # normalised, channels x size x size
+    export_output_names = ("logits",)
 
     def __init__(self, config: ImageClassificationConfig, name: str = "") -> None:
         super().__init__(config, name)
@@ -174,6 +176,11 @@ class ImageClassificationTask(Task):
     def decode(self, raw: RawInput) -> torch.Tensor:
         """An image file of any size or colour mode -> the stored form (channels and size of the training data)."""
         return read_image(raw.data(), int(self.meta["channels"]), int(self.meta["image_size"]), raw.label)
+
+    def reference_inputs(self, data: DataSplits, count: int) -> list[RawInput]:
+        """Test images as the PNG files a client uploads."""
+        return [RawInput(value=png_bytes(data.test[i][0]), name=f"test_{i}.png")
+                for i in spread(len(data.test), count)]
 
     def predict_step(self, batch: torch.Tensor) -> torch.Tensor:
         """Class probabilities."""

@@ -106,6 +106,20 @@ def read_image(source: Path | bytes, channels: int, size: int, label: str = "") 
     return convert(TF.pil_to_tensor(img)[None], channels, size)[0]
 
 
+def png_bytes(image: torch.Tensor) -> bytes:
+    """One stored image (uint8 or float in [0, 1], ``C x H x W``) as the bytes of a PNG file."""
+    buffer = io.BytesIO()
+    TF.to_pil_image(TF.to_dtype(image, torch.uint8, scale=True)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def spread(total: int, count: int) -> list[int]:
+    """``count`` indices spread evenly over ``range(total)`` (all of them when there are fewer)."""
+    if total <= count:
+        return list(range(total))
+    return [i * total // count for i in range(count)]
+
+
 def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     """Per-channel mean and standard deviation of images in [0, 1] (uint8 images are scaled)."""
     total = torch.zeros(images.shape[1], dtype=torch.float64)

@@ -237,6 +237,20 @@ class ImageGenerationTask(Task):
         return None
 
     # -- sampling -----------------------------------------------------------------------
+    # -- export: the generator that makes the samples; noise in, images in [-1, 1] out ---------------
+    export_input_names = ("noise",)
+    export_output_names = ("image",)
+
+    @property
+    def export_module(self) -> str:  # type: ignore[override]
+        return "model.generator_ema" if getattr(self.module, "generator_ema", None) is not None else "model.generator"
+
+    reference_from_data = False
+
+    def reference_inputs(self, data: DataSplits | None, count: int) -> list[RawInput]:
+        """Seeds 0, 1, ... as a client sends them."""
+        return [RawInput(value=seed, name=str(seed)) for seed in range(count)]
+
     def noise(self, n: int, seed: int) -> torch.Tensor:
         """``n`` noise vectors drawn with ``seed`` apart from the training stream (same seed, same vectors)."""
         return torch.randn(n, self.config.latent_dim, generator=torch.Generator().manual_seed(seed))
