@@ -18,6 +18,7 @@ import dlguide_medical.plugin
 from dlguide import RawInput, UsageError, predict_run, run_task, stratified_split
 from dlguide._cli import main as cli_main
 from dlguide_medical.msd import write_nifti
+from dlguide.testing import check_export
 
 TINY = ["epochs=1", "limit_train_batches=1", "batch_size=8", "image_size=32", "seed=0"]
 LINE = re.compile(r"^(?P<path>.+): (?P<probs>(\w+ \d\.\d{3}(, )?){3})$")
@@ -138,3 +139,9 @@ def test_folder_errors_are_one_line(runtime, tmp_path):
     with pytest.raises(UsageError, match=r"data_dir not found: .*absent"):
         run_task("medical.classify", overrides=["dataset=folder", f"data_dir={tmp_path / 'absent'}", *TINY],
                  out=tmp_path / "r3", runtime=runtime, progress="none")
+
+
+@pytest.mark.slow
+def test_the_densenet_exports_and_verifies(shapes_run, runtime, tmp_path):
+    manifest = check_export(shapes_run.run_dir, tmp_path / "bundle", runtime=runtime)
+    assert manifest["inputs"][0]["shape"] == ["batch", 1, 32, 32]

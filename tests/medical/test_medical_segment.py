@@ -19,6 +19,7 @@ import dlguide_medical.plugin
 from dlguide import RawInput, UsageError, evaluate_run, predict_run, run_task
 from dlguide._cli import main as cli_main
 from dlguide_medical.msd import write_nifti
+from dlguide.testing import check_export
 
 TINY = ["epochs=1", "limit_train_batches=1", "batch_size=2", "samples_per_volume=2", "patch_size=[16,16,16]",
         "channels=[8,16]", "sw_batch_size=8", "seed=0"]
@@ -188,3 +189,9 @@ def test_each_model_trains_through_the_wrapped_model(dlguide_runtime, dlguide_sm
 def test_bad_settings_are_usage_errors(runtime, tmp_path, overrides, message):
     with pytest.raises(UsageError, match=message):
         run_task("medical.segment", overrides=overrides, out=tmp_path / "run", runtime=runtime, progress="none")
+
+
+def test_the_network_exports_inside_its_sliding_window(synthetic_run, runtime, tmp_path):
+    manifest = check_export(synthetic_run.run_dir, tmp_path / "bundle", runtime=runtime)
+    assert manifest["inputs"][0]["shape"] == ["batch", 1, 16, 16, 16]  # one batch of patches
+    assert manifest["statistics"]["prediction"]["kind"] == "numeric"  # the labelled share of voxels

@@ -21,7 +21,8 @@ import dlguide_nlp.plugin
 from dlguide import RawInput, UsageError, evaluate_run, hookimpl, load_run, predict, predict_run, run_task
 from dlguide._cli import main
 from dlguide._plugins import load_runtime, use_runtime
-from dlguide.testing import GuardedStrategy
+from dlguide._export import export_run
+from dlguide.testing import GuardedStrategy, check_export
 from dlguide_nlp import tokenization
 
 GOOD = ["great", "wonderful", "moving", "brilliant", "funny", "superb"]
@@ -134,6 +135,20 @@ def test_every_model_family_calls_its_network_through_the_wrapped_model(runtime,
     run_task("nlp.classify", overrides=sets, out=tmp_path / "run", runtime=runtime, progress="none",
              strategy=GuardedStrategy(device="cpu"))
     assert (tmp_path / "run" / "model.safetensors").is_file()
+    # and each exports: ONNX and torch.export trace the network on unpacked, full-width rows
+    manifest = check_export(tmp_path / "run", tmp_path / "bundle", runtime=runtime)
+    assert [i["name"] for i in manifest["inputs"]] == ["input_ids", "attention_mask"]
+    assert "tokenizer.json" in manifest["files"]
+
+
+def test_a_bidirectional_packed_network_exports_its_weights_and_says_why_not_the_rest(runtime, reviews_dir,
+                                                                                     tmp_path):
+    sets = ["dataset=files", f"data_dir={reviews_dir}", "bidirectional=true", "fast_dev_run=true", *TINY]
+    run_task("nlp.classify", overrides=sets, out=tmp_path / "run", runtime=runtime, progress="none")
+    result = export_run(tmp_path / "run", tmp_path / "bundle", runtime=runtime)
+    assert list(result.manifest["formats"]) == ["safetensors"]
+    assert [n.split(":")[0] for n in result.notes] == ["onnx", "pt2"]
+    assert all("bidirectional packed recurrent network has no exported form" in n for n in result.notes)
 
 
 def test_short_run_learns_and_writes_its_tokenizer_and_pictures(lstm_run):
@@ -244,6 +259,7 @@ def test_packaged_minilm_fine_tunes_and_predicts(runtime, reviews_dir, tmp_path)
     assert len(tokenizer["model"]["vocab"]) == 30522  # MiniLM's own vocabulary, not one trained here
     task, [row] = predict_run(result.run_dir, ["great film"], runtime=runtime)
     assert LINE.match(task.format_prediction(row))
+    check_export(result.run_dir, tmp_path / "bundle", runtime=runtime)
 
 
 @pytest.mark.parametrize(("sets", "message"), [

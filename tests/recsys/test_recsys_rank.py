@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 import dlguide_recsys.plugin
 from dlguide import UsageError, evaluate_run, predict_run, resume_run, run_task
-from dlguide.testing import GuardedStrategy
+from dlguide.testing import GuardedStrategy, check_export
 
 # 40 items: cut-offs 5 and 10; lr suits a few dozen batches
 SMALL = ["dataset=interactions", "topk=[5,10]", "monitor=val/ndcg@5", "lr=0.05", "batch_size=128", "seed=0",
@@ -167,3 +167,10 @@ def test_test_users_without_training_interactions_are_left_out_with_a_note(runti
     _, rows = predict_run(result.run_dir, ["late", "1"], runtime=runtime)
     assert rows[0]["note"] == "user late has no training interactions: the 10 most popular items instead"
     assert rows[1]["note"] == "" and len(rows[1]["items"]) == 3  # user 1 rated all but 3 of the 10 items
+
+
+@pytest.mark.parametrize("model", ["als", "mf", "neumf", "two-tower"])
+def test_the_scoring_model_exports_and_verifies(runs, runtime, tmp_path, model):
+    manifest = check_export(runs[model].run_dir, tmp_path / "bundle", runtime=runtime)
+    assert manifest["inputs"][0] == {"name": "user", "shape": ["batch"], "dtype": "int64"}
+    assert {"catalogue.json", "user_items.safetensors"} <= set(manifest["files"])

@@ -18,6 +18,7 @@ from PIL import Image
 import dlguide_vision.plugin
 from dlguide import RawInput, UsageError, evaluate_run, load_run, predict, predict_run, run_task
 from dlguide._cli import main
+from dlguide.testing import check_export
 
 LINE = re.compile(r"^(?P<path>.+): (?P<top>\S+ \(\d\.\d\d\)(, \S+ \(\d\.\d\d\)){2})$")
 
@@ -213,3 +214,9 @@ def test_a_default_onecycle_run_is_extended_by_resume(runtime, tmp_path):
     # the 3-epoch plan ended at its floor; the 5-epoch plan is still annealing after step 12 of 20
     assert rows[3]["lr"] > rows[2]["lr"] and rows[3]["lr"] > rows[4]["lr"] > 0
     assert (out / "metrics.json").is_file() and (out / "model.safetensors").is_file()
+
+
+def test_the_run_exports_and_every_format_verifies(digits_run, runtime, tmp_path):
+    manifest = check_export(digits_run.run_dir, tmp_path / "bundle", runtime=runtime)
+    assert manifest["inputs"][0]["shape"] == ["batch", 1, 8, 8]
+    assert manifest["statistics"]["prediction"]["kind"] == "class"

@@ -18,6 +18,7 @@ from dlguide._cli import main
 from dlguide_vision.gan import generate
 from dlguide_vision.gan_models import DCGAN, layout
 from dlguide_vision.gan_quality import ClassifierScorer, frechet_distance, sample_quality
+from dlguide.testing import check_export
 
 
 GAN_SETTINGS = ["epochs=2", "quality_samples=200", "seed=0"]
@@ -189,3 +190,9 @@ def test_bad_settings_are_one_line_errors(runtime, tmp_path, setting, message):
     with pytest.raises(UsageError, match=message):
         run_task("vision.gan", overrides=[setting], out=tmp_path / "run", runtime=runtime, progress="none")
     assert not (tmp_path / "run").exists()
+
+
+def test_the_sampling_generator_exports_and_verifies(gan_run, runtime, tmp_path):
+    manifest = check_export(gan_run, tmp_path / "bundle", runtime=runtime)
+    assert manifest["export_module"] in ("model.generator", "model.generator_ema")
+    assert manifest["inputs"][0]["name"] == "noise" and manifest["outputs"][0]["name"] == "image"

@@ -385,9 +385,7 @@ def export_run(run_path: str | Path, out: str | Path, formats: str | Sequence[st
                     if program is None:
                         program = _program(module, trace)
                     written[fmt] = _write_format(fmt, program, in_names, out_names, work)
-            except UsageError:
-                raise
-            except Exception as exc:
+            except Exception as exc:  # the model's own refusal (UsageError) included
                 notes.append(f"{fmt}: this model cannot be written as {fmt} ({first_line(exc)[:200]}); "
                              "the other formats are in the bundle")
         metrics = {}

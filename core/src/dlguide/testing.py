@@ -9,7 +9,12 @@ Fixtures:
     Fails when a plugin implements an unknown hook or a hook with arguments the spec lacks.
 ``dlguide_smoke_run(task, **overrides)``
     Runs a task for one tiny step (``fast_dev_run``) into ``tmp_path`` under
-    ``GuardedStrategy`` and checks the run directory it leaves.
+    ``check_export(run_dir, bundle, formats=("onnx", "pt2"), runtime=None)``
+    Exports a finished run, checks the bundle with ``export verify`` (every format within its
+    tolerance of eager PyTorch), reloads it with each runtime and predicts its reference inputs
+    through the inference path; returns the manifest. A plugin's test of "every task exports".
+
+``GuardedStrategy`` and checks the run directory it leaves.
 ``dlguide_distributed_run(task, *sets, processes=2, exact=True, ignore=(), tolerance=1e-5)``
     Runs ``dlguide run TASK`` in one process and in ``processes`` (``--nproc-per-node``, gloo on
     the CPU) with the same settings and checks that the processes wrote one run: one report,
@@ -131,6 +136,34 @@ def dlguide_smoke_run(tmp_path: Path) -> Callable[..., Any]:
         return result
 
     return smoke
+
+
+def check_export(run_dir: str | Path, bundle: str | Path, formats: Sequence[str] = ("onnx", "pt2"), *,
+                 runtime: Runtime | None = None) -> dict[str, Any]:
+    """Export ``run_dir`` to ``bundle`` in ``formats``, verify every format against eager PyTorch,
+    and predict the reference inputs with each runtime; fails with what went wrong."""
+    import tempfile
+
+    from dlguide._export import export_run, load_model, read_reference_inputs, verify_bundle
+    from dlguide._inference import predict
+
+    result = export_run(run_dir, bundle, ["safetensors", *formats], runtime=runtime)
+    manifest = result.manifest
+    for fmt in formats:
+        assert fmt in manifest["formats"], f"{manifest['task']}: {fmt} was not written: {result.notes}"
+    assert manifest["reference"]["inputs"], f"{manifest['task']}: no reference inputs"
+    checks = verify_bundle(bundle, registry_runtime=runtime)
+    failed = [c for c in checks if not c.ok]
+    assert not failed, f"{manifest['task']}: " + "; ".join(f"{c.runtime}: |diff| {c.max_abs_diff:g} > {c.tolerance:g}"
+                                                           f" {c.note}" for c in failed)
+    assert {c.runtime.split()[0] for c in checks} >= set(formats)
+    for kind in ["torch", *(["onnx"] if "onnx" in formats else [])]:
+        loaded = load_model(bundle, runtime=kind, registry_runtime=runtime)
+        raws = read_reference_inputs(Path(bundle), manifest)
+        with tempfile.TemporaryDirectory() as out:
+            rows = predict(loaded.task, raws, out_dir=Path(out) if loaded.task.writes_files else None)
+        assert len(rows) == len(raws), f"{manifest['task']} with {kind}: {len(rows)} results for {len(raws)} inputs"
+    return manifest
 
 
 def run_cli(*args: Any, env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess[str]:

@@ -59,13 +59,16 @@ class Recommender(nn.Module):
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         items = torch.arange(self.n_items, device=users.device)
-        chunk = max(1, MAX_PAIRS_PER_CHUNK // max(len(users), 1))
+        if torch.compiler.is_exporting():  # one block: an exported graph has no loop over a batch-sized count
+            chunk = self.n_items
+        else:
+            chunk = max(1, MAX_PAIRS_PER_CHUNK // max(len(users), 1))
         parts = []
         for start in range(0, self.n_items, chunk):
             block = items[start:start + chunk]
             pairs_u = users[:, None].expand(-1, len(block))
-            pairs_i = block[None, :].expand(len(users), -1)
-            parts.append(self.score(pairs_u.reshape(-1), pairs_i.reshape(-1)).view(len(users), len(block)))
+            pairs_i = block[None, :].expand(users.shape[0], -1)  # shape, not len(): a symbolic batch when exported
+            parts.append(self.score(pairs_u.reshape(-1), pairs_i.reshape(-1)).view(users.shape[0], len(block)))
         return torch.cat(parts, dim=1)
 
     def item_vectors(self) -> torch.Tensor | None:
@@ -92,7 +95,7 @@ class Popularity(Recommender):
         return self.counts[items]
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
-        return self.counts.expand(len(users), -1)
+        return self.counts.expand(users.shape[0], -1)
 
 
 class MatrixFactorization(Recommender):
