@@ -253,6 +253,9 @@ def build_parser(rt: Runtime) -> Parser:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(handler=cmd_demo)
 
+    from dlguide._serve import add_serve_command
+
+    add_serve_command(sub)  # imports nothing heavy until it runs
     add_commands(rt, sub)  # each plugin's on its own: one that fails is reported and skipped
     return parser
 
