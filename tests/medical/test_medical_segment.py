@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -19,7 +20,7 @@ import dlguide_medical.plugin
 from dlguide import RawInput, UsageError, evaluate_run, predict_run, run_task
 from dlguide._cli import main as cli_main
 from dlguide_medical.msd import write_nifti
-from dlguide.testing import check_export
+from dlguide.testing import check_export, served
 
 TINY = ["epochs=1", "limit_train_batches=1", "batch_size=2", "samples_per_volume=2", "patch_size=[16,16,16]",
         "channels=[8,16]", "sw_batch_size=8", "seed=0"]
@@ -195,3 +196,27 @@ def test_the_network_exports_inside_its_sliding_window(synthetic_run, runtime, t
     manifest = check_export(synthetic_run.run_dir, tmp_path / "bundle", runtime=runtime)
     assert manifest["inputs"][0]["shape"] == ["batch", 1, 16, 16, 16]  # one batch of patches
     assert manifest["statistics"]["prediction"]["kind"] == "numeric"  # the labelled share of voxels
+
+
+def test_a_served_volume_comes_back_as_a_label_file(synthetic_run, tmp_path):
+    """An uploaded NIfTI is segmented by the server; the label volume returns base64-encoded in the
+    JSON, and a file that is not a volume is a 422 naming it while the server goes on."""
+    import base64
+    import gzip
+
+    image = write_scan(tmp_path / "scan.nii.gz")
+    with served(synthetic_run.run_dir, folder=tmp_path / "serve") as client:
+        for _ in range(100):
+            if client.get("/readyz").status_code == 200:
+                break
+            time.sleep(0.1)
+        answer = client.post("/predict", files={"file": (image.name, image.read_bytes())})
+        assert answer.status_code == 200, answer.text
+        [row] = answer.json()["predictions"]
+        assert row["path"] == "scan.nii.gz" and len(row["shape"]) == 3
+        written = row["output"]
+        assert written["filename"].endswith("_seg.nii.gz") and written["media_type"] == "application/gzip"
+        assert gzip.decompress(base64.b64decode(written["b64"]))[:4] in (b"\x5c\x01\x00\x00", b"\x00\x00\x01\x5c")
+        bad = client.post("/predict", files={"file": ("notes.nii.gz", b"not a volume")})
+        assert bad.status_code == 422 and "notes.nii.gz" in bad.json()["error"]
+        assert client.post("/predict", files={"file": (image.name, image.read_bytes())}).status_code == 200

@@ -14,6 +14,10 @@ Fixtures:
     tolerance of eager PyTorch), reloads it with each runtime and predicts its reference inputs
     through the inference path; returns the manifest. A plugin's test of "every task exports".
 
+``served(*paths, folder)``
+    A context manager: the ``dlguide serve`` app over runs or bundles, in process (a
+    ``starlette.testclient.TestClient``, no port), its metrics in ``folder``.
+
 ``GuardedStrategy`` and checks the run directory it leaves.
 ``dlguide_distributed_run(task, *sets, processes=2, exact=True, ignore=(), tolerance=1e-5)``
     Runs ``dlguide run TASK`` in one process and in ``processes`` (``--nproc-per-node``, gloo on
@@ -164,6 +168,35 @@ def check_export(run_dir: str | Path, bundle: str | Path, formats: Sequence[str]
             rows = predict(loaded.task, raws, out_dir=Path(out) if loaded.task.writes_files else None)
         assert len(rows) == len(raws), f"{manifest['task']} with {kind}: {len(rows)} results for {len(raws)} inputs"
     return manifest
+
+
+@contextlib.contextmanager
+def served(*paths: str | Path, folder: str | Path) -> Iterator[Any]:
+    """The server's app over ``paths`` (each served under its folder's name), in this process."""
+    from prometheus_client import values
+    from starlette.testclient import TestClient
+
+    from dlguide._export import load_model
+    from dlguide._serve import ServeSettings
+    from dlguide._serve_http import create_app
+    from dlguide._serve_metrics import MULTIPROC_ENV
+
+    state = Path(folder)
+    (state / "metrics").mkdir(parents=True, exist_ok=True)
+    before_env, before_values = os.environ.get(MULTIPROC_ENV), values.ValueClass
+    os.environ[MULTIPROC_ENV] = str(state / "metrics")
+    try:
+        models = {Path(p).resolve().name: load_model(p, name=Path(p).resolve().name) for p in paths}
+        settings = ServeSettings(models=[(name, str(Path(p).resolve())) for name, p in zip(models, paths)],
+                                 state_dir=str(state), allowed_roots=[str(Path(p).resolve().parent) for p in paths])
+        with TestClient(create_app(settings, models)) as client:
+            yield client
+    finally:
+        values.ValueClass = before_values  # the server selects prometheus' multiprocess values
+        if before_env is None:
+            os.environ.pop(MULTIPROC_ENV, None)
+        else:
+            os.environ[MULTIPROC_ENV] = before_env
 
 
 def run_cli(*args: Any, env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess[str]:
