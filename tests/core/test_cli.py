@@ -223,3 +223,14 @@ def test_demo_runs_each_plugins_demo_and_prints_a_table(tmp_path):
     assert "epochs: 5" in (run_dir / "config.yaml").read_text()
     unknown = dlguide("demo", "exampel")
     assert unknown.returncode == 2 and "no demo for plugin 'exampel'; did you mean 'example'?" in unknown.stderr
+
+
+def test_a_task_written_after_set_values_is_still_the_task(tmp_path, capsys):
+    """``--set`` takes every word after it; ``run --set k=v TASK`` means the task all the same."""
+    out = tmp_path / "run"
+    assert main(["run", "--set", "epochs=1", "samples=64", "example.sine", "--out", str(out), "--quiet"]) == 0
+    assert (out / "metrics.json").is_file()
+    assert main(["resume", "--set", "epochs=2", str(out), "--quiet"]) == 0
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    assert main(["run", "--set", "epochs=1"]) == 2
+    assert "the following arguments are required: TASK" in capsys.readouterr().err

@@ -91,8 +91,20 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positional(args: argparse.Namespace, key: str, metavar: str) -> None:
+    """``run --set k=v TASK``: ``--set`` takes every word after it, so a positional written after
+    its values lands among them; a word without ``=`` there is taken back as the positional."""
+    if getattr(args, key) is None:
+        words = [w for w in args.set if "=" not in w]
+        if len(words) != 1:
+            raise UsageError(f"the following arguments are required: {metavar} (see 'dlguide {args.command} --help')")
+        setattr(args, key, words[0])
+        args.set = [w for w in args.set if w != words[0]]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     rt: Runtime = args.runtime
+    _positional(args, "task", "TASK")
     from dlguide._launch import launch, wants_launch
     from dlguide._rundir import RunDir
     from dlguide._runs import build_task, resume_run, run_task
@@ -114,6 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     rt: Runtime = args.runtime
+    _positional(args, "run_dir", "RUN_DIR")
     from dlguide._launch import launch, wants_launch
     from dlguide._rundir import RunDir
     from dlguide._runs import build_task, resume_run
@@ -213,14 +226,14 @@ def build_parser(rt: Runtime) -> Parser:
         add_launch_options(p)
 
     p = sub.add_parser("run", help="train and evaluate a task into a run directory")
-    p.add_argument("task", metavar="TASK")
+    p.add_argument("task", metavar="TASK", nargs="?")  # or the word after --set values (see _positional)
     p.add_argument("--config", metavar="FILE", help="YAML or TOML file of config keys")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/<task>/<time>)")
     run_options(p)
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("resume", help="continue an interrupted run, or extend a finished one")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", metavar="RUN_DIR", nargs="?")
     run_options(p)
     p.set_defaults(handler=cmd_resume)
 
