@@ -234,3 +234,10 @@ def test_a_task_written_after_set_values_is_still_the_task(tmp_path, capsys):
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
     assert main(["run", "--set", "epochs=1"]) == 2
     assert "the following arguments are required: TASK" in capsys.readouterr().err
+
+
+def test_a_task_of_a_disabled_plugin_names_the_plugin():
+    res = dlguide("run", "example.sine", env={"DLGUIDE_DISABLE_PLUGINS": "example"})
+    assert res.returncode == 2
+    assert res.stderr.strip() == ("dlguide: error: task 'example.sine' is not available: its plugin 'example' is "
+                                  "disabled by DLGUIDE_DISABLE_PLUGINS")

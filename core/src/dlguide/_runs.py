@@ -17,6 +17,7 @@ from dlguide._config import to_dict
 from dlguide._errors import UsageError
 from dlguide._inference import RawInput
 from dlguide._plugins import Runtime, get_runtime
+from dlguide._registry import domain_of
 from dlguide._rundir import RunDir
 
 if TYPE_CHECKING:
@@ -37,7 +38,16 @@ def task_class(name: str, runtime: Runtime | None = None) -> type:
     from dlguide._task import Task
 
     rt = runtime or get_runtime()
-    cls = rt.registry.load("task", name)
+    try:
+        entry = rt.registry.get("task", name)
+    except UsageError:
+        owner = next((p for p in rt.plugins if p.name == domain_of(name) and p.status != "ok"), None)
+        if owner is None:
+            raise
+        why = ("is disabled by DLGUIDE_DISABLE_PLUGINS" if owner.status == "disabled"
+               else f"did not load ({owner.status}); see 'dlguide plugins'")
+        raise UsageError(f"task {name!r} is not available: its plugin {owner.name!r} {why}") from None
+    cls = entry.load()
     if not (isinstance(cls, type) and issubclass(cls, Task)):
         raise UsageError(f"task {name!r} ({rt.registry.get('task', name).target}) is not a dlguide Task class")
     return cls
