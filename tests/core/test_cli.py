@@ -241,3 +241,12 @@ def test_a_task_of_a_disabled_plugin_names_the_plugin():
     assert res.returncode == 2
     assert res.stderr.strip() == ("dlguide: error: task 'example.sine' is not available: its plugin 'example' is "
                                   "disabled by DLGUIDE_DISABLE_PLUGINS")
+
+
+def test_info_json(capsys):
+    assert main(["info", "example.sine", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["task"] == "example.sine" and info["input_kind"] == "json"
+    keys = {k["key"]: k for k in info["keys"]}
+    assert keys["hidden"]["default"] == 32 and keys["hidden"]["type"] == "int"
+    assert "adam" in keys["optimizer"]["choices"]

@@ -71,10 +71,18 @@ def cmd_info(args: argparse.Namespace) -> int:
     from dlguide._config import describe
     from dlguide._runs import task_class
 
-    entry = rt.registry.get("task", args.task)
     cls = task_class(args.task, rt)
-    print(f"{entry.name}: {entry.summary}  [{entry.owner}]\n")
+    entry = rt.registry.get("task", args.task)
     fields = describe(cls.Config)
+    if args.json:
+        keys = [{"key": f.key, "type": f.type, "default": f.default, "help": f.help,
+                 "choices": list(rt.registry.choices(f.registry, args.task) if f.registry else f.choices or [])}
+                for f in fields]
+        print(json.dumps({"task": entry.name, "summary": entry.summary, "plugin": entry.owner,
+                          "input_kind": cls.input_kind, "keys": keys, "demo": dict(entry.demo or {})},
+                         indent=2, default=str))
+        return 0
+    print(f"{entry.name}: {entry.summary}  [{entry.owner}]\n")
     kw = max(len(f.key) for f in fields)
     tw = max(len(f.type) for f in fields)
     dw = max(len(repr(f.default)) for f in fields)
@@ -215,6 +223,7 @@ def build_parser(rt: Runtime) -> Parser:
 
     p = sub.add_parser("info", help="show a task's config keys with type, default and help")
     p.add_argument("task", metavar="TASK")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_info)
 
     def run_options(p: argparse.ArgumentParser) -> None:
