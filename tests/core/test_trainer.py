@@ -425,3 +425,17 @@ def test_progress_bar_stays_away_from_short_epochs(toy_runtime, tmp_path, capsys
     err = capsys.readouterr().err
     assert "epoch 1/2  train/loss" in err and "epoch 2/2  train/loss" in err
     assert "epoch 1/2:" not in err and "batch/s" not in err and "\r" not in err
+
+
+def test_final_metrics_are_those_of_the_best_epoch(tmp_path, capsys):
+    """The tested weights are the best epoch's, so metrics.json gives that epoch's train and val
+    figures beside the test ones (not the last epoch's), names the epoch, and so does the table."""
+    out = tmp_path / "run"
+    result = run_task("example.sine", overrides=["epochs=5", "samples=128", "lr=0.3", "seed=1"], out=out)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    best = min(rows, key=lambda r: r["val/loss"])
+    assert best["epoch"] != rows[-1]["epoch"]  # this setting overshoots after its best epoch
+    assert result.metrics["best_epoch"] == best["epoch"]
+    assert result.metrics["val/loss"] == best["val/loss"] and result.metrics["train/loss"] == best["train/loss"]
+    assert json.loads((out / "metrics.json").read_text())["best_epoch"] == best["epoch"]
+    assert f"best epoch {best['epoch']} of 5 by val/loss" in capsys.readouterr().err

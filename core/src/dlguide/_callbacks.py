@@ -336,7 +336,13 @@ class ProgressReporter:
         if self.mode == "none":
             return
         # per-class values (test/recall/<class>) stay in metrics.json; the table keeps one row per metric
-        self._print(format_table({k: v for k, v in metrics.items() if k.count("/") == 1}, trainer.run_dir.path))
+        table = format_table({k: v for k, v in metrics.items() if k.count("/") == 1}, trainer.run_dir.path)
+        if "best_epoch" in metrics and trainer.history:
+            last = trainer.history[-1].get("epoch")
+            monitor = trainer.config.monitor
+            table = (f"best epoch {metrics['best_epoch']} of {last} by {monitor} (its weights are tested; "
+                     f"train/ and val/ are that epoch's)\n{table}")
+        self._print(table)
 
     @hookimpl
     def dlguide_run_exception(self, trainer: Trainer, exception: BaseException) -> None:

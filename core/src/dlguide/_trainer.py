@@ -532,9 +532,15 @@ class Trainer:
         self.checkpoint_writer.wait()
         self.strategy.barrier()  # the first process's best.ckpt is on disk for every process
         best = self.run_dir.best_ckpt
+        row = self.history[-1] if self.history else {}
         if best.exists():
-            self.strategy.load_model_state(self.module, load_checkpoint(best, self.task.name)["model"])
-        final = {k: v for k, v in (self.history[-1] if self.history else {}).items() if "/" in k}
+            checkpoint = load_checkpoint(best, self.task.name)
+            self.strategy.load_model_state(self.module, checkpoint["model"])
+            # the train and val figures of the epoch whose weights are tested, not of the last epoch
+            row = next((r for r in self.history if r.get("epoch") == checkpoint.get("epoch")), row)
+        final: dict[str, Any] = {k: v for k, v in row.items() if "/" in k}
+        if "epoch" in row:
+            final["best_epoch"] = int(row["epoch"])
         self.last_metrics_objects = {}
         if self.test_loader is not None:
             final.update(self._evaluate("test", self.test_loader))
