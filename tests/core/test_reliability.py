@@ -197,3 +197,22 @@ def test_eval_of_an_unfinished_run_and_a_changed_scheduler_are_one_line(tmp_path
     res = run_cli("resume", out, "--set", "scheduler=onecycle")
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
     assert res.stderr.startswith("dlguide: error: 'scheduler' cannot change when a run resumes (it was 'none')")
+
+
+@pytest.mark.slow
+def test_two_runs_started_together_into_one_directory_leave_one_run(tmp_path):
+    """Started at the same moment, one run takes the directory and the other is refused in one
+    line (it is in use, or already holds a run): never both, never epochs logged twice."""
+    for attempt in range(2):
+        out = tmp_path / f"run{attempt}"
+        command = [sys.executable, "-m", "dlguide", "run", "example.sine", "--out", str(out), "--quiet",
+                   "--set", "epochs=3", "samples=256"]
+        procs = [subprocess.Popen(command, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
+        codes = sorted(code for code, _ in results)
+        assert codes == [0, 2], results
+        refused = next(err for code, err in results if code == 2).strip()
+        assert len(refused.splitlines()) == 1
+        assert "is in use by process" in refused or "already holds a run" in refused, refused
+        epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+        assert epochs == [1, 2, 3]
