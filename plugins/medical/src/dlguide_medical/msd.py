@@ -44,6 +44,8 @@ def cache_root() -> Path:
 def read_msd(folder: Path) -> MsdDataset:
     """Read ``folder/dataset.json``; check that every listed file exists and each label fits its image."""
     index = folder / "dataset.json"
+    if index.is_dir():
+        raise UsageError(f"{index} is a folder; expected the JSON file that lists the cases")
     if not index.is_file():
         raise UsageError(f"{folder} is not a Medical Segmentation Decathlon folder: {index.name} is missing")
     try:
@@ -53,11 +55,13 @@ def read_msd(folder: Path) -> MsdDataset:
     if not isinstance(props, dict) or not isinstance(props.get("training"), list) or not props["training"]:
         raise UsageError(f"{index}: expected a non-empty 'training' list of {{'image': ..., 'label': ...}} entries")
     labels = _label_names(index, props.get("labels"))
+    modality = props.get("modality") or {"0": "image"}
     lists = {}
     for key in ("training", "validation"):
         if key not in props:
             lists[key] = []
             continue
+        _check_entries(index, key, props[key])
         try:
             items = load_decathlon_datalist(index, is_segmentation=True, data_list_key=key, base_dir=folder)
         except (KeyError, TypeError, ValueError) as exc:
@@ -67,9 +71,12 @@ def read_msd(folder: Path) -> MsdDataset:
             raise UsageError(f"{index} lists {missing[0]}, which does not exist"
                              + (f" (and {len(missing) - 1} more missing files)" if len(missing) > 1 else ""))
         lists[key] = [_case(item) for item in items]
+    seen: set[str] = set()
     for case in lists["training"] + lists["validation"]:
-        check_case(case)
-    modality = props.get("modality") or {"0": "image"}
+        if case["image"] in seen:  # a case listed twice could be trained on and tested on
+            raise UsageError(f"{index} lists {case['image']} more than once; expected each case once")
+        seen.add(case["image"])
+        check_case(case, channels=len(modality) if isinstance(modality, dict) else None, classes=len(labels))
     return MsdDataset(str(props.get("name") or folder.name), folder, labels, len(modality),
                       lists["training"], lists["validation"])
 
@@ -86,6 +93,21 @@ def _label_names(index: Path, labels: Any) -> list[str]:
     return [by_value[v] for v in range(1, len(by_value))]
 
 
+def _check_entries(index: Path, key: str, entries: Any) -> None:
+    """Each entry names its image and label files (MONAI's reader fails on others with a message
+    holding the whole entry, or not at all)."""
+    if not isinstance(entries, list):
+        raise UsageError(f"{index}: '{key}' is {type(entries).__name__}; expected a list of "
+                         "{'image': ..., 'label': ...} entries")
+    for number, entry in enumerate(entries, start=1):
+        problem = ("is not an object" if not isinstance(entry, dict) else
+                   next((f"has no {k!r} file name" for k in ("image", "label")
+                         if not entry.get(k) or not isinstance(entry[k], (str, list))), ""))
+        if problem:
+            raise UsageError(f"{index}: '{key}' entry {number} {problem}; expected "
+                             "{\"image\": \"./imagesTr/NAME.nii.gz\", \"label\": \"./labelsTr/NAME.nii.gz\"}")
+
+
 def _case(item: dict[str, Any]) -> Case:
     image = item["image"]
     if isinstance(image, list):  # MONAI allows one file per channel
@@ -96,11 +118,16 @@ def _case(item: dict[str, Any]) -> Case:
     return {"name": name, "image": str(image), "label": str(item["label"])}
 
 
-def check_case(case: Case) -> None:
-    """Read both NIfTI headers (not the voxels) and compare the spatial shapes."""
+def check_case(case: Case, *, channels: int | None = None, classes: int | None = None) -> None:
+    """Read both NIfTI headers and compare the spatial shapes; with ``channels`` (the modalities of
+    dataset.json) check the image's channels, with ``classes`` (its foreground labels) read the
+    label's voxels and check they are integers ``0..classes``."""
     shapes = []
     for key in ("image", "label"):
         path = Path(case[key])
+        if path.is_dir() or not path.name.lower().endswith((".nii", ".nii.gz")):
+            what = "a folder" if path.is_dir() else "not a NIfTI file"
+            raise UsageError(f"{path}: {what}; expected the {key} as a .nii.gz or .nii file")
         try:
             shapes.append(tuple(int(s) for s in nib.load(path).shape))
         except Exception as exc:  # noqa: BLE001 - nibabel raises many types for files that are not NIfTI
@@ -109,6 +136,32 @@ def check_case(case: Case) -> None:
     if image[:3] != label[:3] or len(label) > 3 and any(s != 1 for s in label[3:]):
         raise UsageError(f"image {case['image']} has shape {_fmt(image)} but its label {case['label']} has shape "
                          f"{_fmt(label)}; expected the same spatial shape")
+    found = image[3] if len(image) > 3 else 1
+    if channels is not None and found != channels:
+        raise UsageError(f"image {case['image']} has shape {_fmt(image)}, {found} channel(s), but dataset.json's "
+                         f"'modality' lists {channels}; expected one channel per modality")
+    if classes is not None:
+        check_label_values(Path(case["label"]), classes)
+
+
+def check_label_values(path: Path, classes: int) -> None:
+    """A label volume holds integers ``0..classes``: another value fails inside the loss, and a
+    fraction (an image given as its own label) trains on nonsense."""
+    try:
+        values = np.asanyarray(nib.load(path).dataobj)
+    except Exception as exc:  # noqa: BLE001 - a truncated file fails only once its voxels are read
+        raise UsageError(f"{path}: cannot be read as a nifti image ({first_line(exc, 160)})") from None
+    expected = f"expected integer label values 0..{classes} (the keys of dataset.json's 'labels')"
+    if np.issubdtype(values.dtype, np.floating):
+        bad = values.size - int(np.count_nonzero(np.isfinite(values)))
+        if bad:
+            raise UsageError(f"label {path}: {bad} of {values.size} voxels are NaN or infinite; {expected}")
+        fraction = values[values != np.round(values)]
+        if fraction.size:
+            raise UsageError(f"label {path} holds the value {float(fraction.flat[0]):g}; {expected}")
+    if values.size and (values.min() < 0 or values.max() > classes):
+        wrong = values.min() if values.min() < 0 else values.max()
+        raise UsageError(f"label {path} holds the value {float(wrong):g}; {expected}")
 
 
 def _fmt(shape: Sequence[int]) -> str:

@@ -32,6 +32,8 @@ def synthetic_msd(cases: int, size: int, classes: int, noise: float) -> Path:
     """``cases`` volumes of ``size``^3 voxels at 1 mm with ``classes`` foreground labels."""
     if size < 24:
         raise UsageError(f"invalid value for 'synthetic_size': {size}; expected at least 24 voxels")
+    if not 0 <= noise < float("inf"):  # NaN fails this too
+        raise UsageError(f"invalid value for 'synthetic_noise': {noise}; expected a finite value >= 0")
     folder = cache_root() / f"synthetic3d-n{cases}-s{size}-c{classes}-noise{noise:g}"
     rad_max = max(4, size // 6)
 

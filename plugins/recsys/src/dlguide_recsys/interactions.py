@@ -47,6 +47,7 @@ class Interactions:
     user_features: Features
     item_features: Features
     notes: list[str]
+    source: str = ""  # where the interactions were read, for messages
 
     @property
     def n_users(self) -> int:
@@ -129,6 +130,10 @@ def build_interactions(raw: RawData, *, rating_threshold: float = 0.0, min_user_
         if not raw.has_ratings:
             raise UsageError(f"rating_threshold={rating_threshold:g} needs ratings, but {raw.source} has none; "
                              "set rating_threshold=0")
+        unrated = int(frame["rating"].isna().sum())
+        if unrated:
+            raise UsageError(f"rating_threshold={rating_threshold:g} needs a rating on every interaction, but "
+                             f"{unrated} in {raw.source} have none; fill them in or set rating_threshold=0")
         frame = frame[frame["rating"] >= rating_threshold]
     frame = k_core(frame, min_user_interactions, min_item_interactions)
     if frame.empty:
@@ -145,4 +150,5 @@ def build_interactions(raw: RawData, *, rating_threshold: float = 0.0, min_user_
         titles = [t if t else i for t, i in zip(named.reindex(item_ids).fillna("").astype(str), item_ids)]
     timestamps = frame["timestamp"].to_numpy(np.float64) if raw.has_timestamps else None
     return Interactions(users, items, timestamps, user_ids, item_ids, list(titles),
-                        encode_features(raw.users, user_ids), encode_features(raw.items, item_ids), notes)
+                        encode_features(raw.users, user_ids), encode_features(raw.items, item_ids), notes,
+                        raw.source)

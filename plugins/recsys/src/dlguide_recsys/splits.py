@@ -52,8 +52,8 @@ def random_split(data: Interactions, ratios: Sequence[float], seed: int) -> Spli
 
 def leave_one_out(data: Interactions, ratios: Sequence[float]) -> Split:
     if data.timestamps is None:
-        raise UsageError("split 'leave-one-out' orders each user's interactions by time, but the data has no "
-                         "timestamps; use split=random")
+        raise UsageError("split 'leave-one-out' orders each user's interactions by time, but some or all "
+                         "interactions have no timestamps; use split=random")
     rank, n = _rank_within_user(data.users, data.timestamps)
     from_end = n - 1 - rank
     with_val = ratios[1] > 0
@@ -69,8 +69,8 @@ def leave_one_out(data: Interactions, ratios: Sequence[float]) -> Split:
 
 def temporal_split(data: Interactions, ratios: Sequence[float]) -> Split:
     if data.timestamps is None:
-        raise UsageError("split 'temporal' cuts at a point in time, but the data has no timestamps; "
-                         "use split=random")
+        raise UsageError("split 'temporal' cuts at a point in time, but some or all interactions have "
+                         "no timestamps; use split=random")
     t_val, t_test = np.quantile(data.timestamps, [ratios[0], ratios[0] + ratios[1]])
     parts = np.where(data.timestamps < t_val, 0, np.where(data.timestamps < t_test, 1, 2))
     if ratios[1] == 0:
@@ -85,9 +85,16 @@ def _from_parts(parts: np.ndarray, description: str) -> Split:
 
 def split_interactions(data: Interactions, kind: str, ratios: Sequence[float], seed: int) -> Split:
     if kind == "random":
-        return random_split(data, ratios, seed)
-    if kind == "leave-one-out":
-        return leave_one_out(data, ratios)
-    if kind == "temporal":
-        return temporal_split(data, ratios)
-    raise UsageError(f"unknown split {kind!r}; expected one of {', '.join(SPLITS)}")
+        split = random_split(data, ratios, seed)
+    elif kind == "leave-one-out":
+        split = leave_one_out(data, ratios)
+    elif kind == "temporal":
+        split = temporal_split(data, ratios)
+    else:
+        raise UsageError(f"unknown split {kind!r}; expected one of {', '.join(SPLITS)}")
+    source = f" in {data.source}" if data.source else ""
+    for what, count in (("user", data.n_users), ("item", data.n_items)):
+        if count < 2:  # one user: nothing to learn from others; one item: nothing to rank
+            raise UsageError(f"the interactions{source} involve {count} {what} only; a recommender needs at least "
+                             f"2 users and 2 items")
+    return split

