@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import RESULTS, environment, save_json
+from _common import RESULTS, environment, load_json, save_json
 from safetensors.torch import load_file
 
 HERE = Path(__file__).parent
@@ -156,6 +156,14 @@ def main() -> int:
         print(f"{task:16s} runs {r['runs']}  interrupted {r['interrupted']}  resumed {r['resumed']}  exact {r['exact']}  "
               f"stray files {r['stray_files']}  stranded {r['stranded']}")
         failed |= r["resumed"] != r["runs"] or r["exact"] != r["runs"] or r["stray_files"] > 0
+    # tasks measured by earlier commands stay in the file, each with the command that measured it
+    earlier = load_json(RESULTS / "faults.json")
+    for r in results["tasks"].values():
+        r["command"] = results["command"]
+    for task, r in earlier.get("tasks", {}).items():
+        if task not in results["tasks"]:
+            r.setdefault("command", earlier.get("command", ""))
+            results["tasks"][task] = r
     save_json(RESULTS / "faults.json", results)
     return 1 if failed else 0
 

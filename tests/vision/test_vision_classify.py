@@ -220,3 +220,13 @@ def test_the_run_exports_and_every_format_verifies(digits_run, runtime, tmp_path
     manifest = check_export(digits_run.run_dir, tmp_path / "bundle", runtime=runtime)
     assert manifest["inputs"][0]["shape"] == ["batch", 1, 8, 8]
     assert manifest["statistics"]["prediction"]["kind"] == "class"
+
+
+def test_the_test_pass_records_each_image_for_compare(digits_run):
+    from dlguide._outcomes import read_outcomes
+
+    meta, columns = read_outcomes(digits_run.run_dir)
+    assert set(columns) == {"correct", "loss", "sample_digest"}
+    assert int(meta["samples"]) == len(columns["correct"]) == len(columns["loss"])
+    assert float(columns["correct"].mean()) == pytest.approx(digits_run.metrics["test/accuracy"], abs=1e-6)
+    assert float(columns["loss"].mean()) == pytest.approx(digits_run.metrics["test/loss"], rel=1e-4)

@@ -52,6 +52,7 @@ _EXPORTS: dict[str, str] = {
     "classification_metrics": "_classification",
     "CLASSIFICATION_METRIC_MODES": "_classification",
     "write_confusion_matrix": "_classification",
+    "record_classification": "_classification",
     "figure": "_plots",
     # running and using runs
     "Trainer": "_trainer",
@@ -83,7 +84,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time names load lazily
-    from dlguide._classification import CLASSIFICATION_METRIC_MODES, classification_metrics, write_confusion_matrix
+    from dlguide._classification import (CLASSIFICATION_METRIC_MODES, classification_metrics, record_classification,
+                                         write_confusion_matrix)
     from dlguide._config import check_fractions, check_held_out, option
     from dlguide._context import RunContext
     from dlguide._data import model_device

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 import torchmetrics.classification as tmc
 
 
@@ -31,6 +32,17 @@ def classification_metrics(classes: int, stage: str, *, per_class: bool = True, 
     if stage == "test":
         metrics["confusion_matrix"] = tmc.MulticlassConfusionMatrix(classes)
     return metrics
+
+
+def record_classification(run: Any, logits: torch.Tensor, labels: torch.Tensor) -> None:
+    """Record a test batch's per-sample outcomes for ``dlguide compare``: whether each sample's
+    top class is its label (McNemar's test) and its cross-entropy (the Wilcoxon test)."""
+    if run is None:
+        return
+    import torch.nn.functional as F
+
+    logits = logits.detach().float()
+    run.record(correct=logits.argmax(1) == labels, loss=F.cross_entropy(logits, labels, reduction="none"))
 
 
 def write_confusion_matrix(metrics: Mapping[str, Any], classes: Sequence[str], run_dir: Path,

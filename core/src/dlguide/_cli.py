@@ -7,6 +7,7 @@ Usage errors print one line and exit 2; other failures print one line and exit 1
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -197,6 +198,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from dlguide._compare import compare_runs
+
+    if not 0 < args.alpha < 1:
+        raise UsageError(f"--alpha must be between 0 and 1, not {args.alpha}")
+    results = compare_runs(args.runs, metric=args.metric, seed=args.seed)
+    if args.json:
+        print(json.dumps([{**dataclasses.asdict(r), "verdict": r.verdict(args.alpha)} for r in results], indent=2))
+        return 0
+    for result in results:
+        print(result.line(args.alpha, adjusted=len(results) > 1))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     rt: Runtime = args.runtime
     from dlguide._demo import format_results, run_demos
@@ -268,6 +283,15 @@ def build_parser(rt: Runtime) -> Parser:
     p.add_argument("--format", default="safetensors,onnx,pt2", help="comma-separated: safetensors, onnx, pt2 "
                    "(default all)")
     p.set_defaults(handler=cmd_export)
+
+    p = sub.add_parser("compare", help="test whether runs differ, sample by sample on the same test split")
+    p.add_argument("runs", metavar="RUN_DIR", nargs="+", help="two or more finished runs of one task")
+    p.add_argument("--metric", help="the per-sample outcome to compare (default: correct, else the first "
+                   "figure that is not a loss)")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level of the verdict (default 0.05)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_compare)
 
     p = sub.add_parser("demo", help="a short tour of each installed plugin's demo on embedded data")
     p.add_argument("plugins", metavar="PLUGIN", nargs="*", help="only these plugins")

@@ -92,6 +92,14 @@ class RunContext:
         """The run's progress mode (``auto``, ``bar``, ``log`` or ``none``), for runs started inside it."""
         return self._trainer.progress
 
+    def record(self, **columns: Any) -> None:
+        """In ``test_step``: per-sample outcomes of the batch, one value per sample in the batch's
+        order (``correct=pred == y``, ``loss=...`` with ``reduction="none"``, a user's ``ndcg``, a
+        case's ``dice``). They are saved as ``outcomes.safetensors`` so that ``dlguide compare``
+        can test two runs sample by sample; outside a test pass the call does nothing."""
+        if self._trainer.outcomes is not None:
+            self._trainer.outcomes.record(columns)
+
     def stop(self, reason: str) -> None:
         """End the run after the current epoch, saying ``reason`` (early stopping does the same)."""
         self._trainer.should_stop = True

@@ -27,6 +27,8 @@ from dlguide._context import RunContext
 from dlguide._data import SeededLoader, model_device
 from dlguide._errors import CheckpointError, RunError, RunInterrupted, UsageError
 from dlguide._optim import Schedule, build_optimizer
+from dlguide._outcomes import FILE as OUTCOMES_FILE
+from dlguide._outcomes import OutcomeRecorder, write_outcomes
 from dlguide._plugins import Runtime, get_runtime
 from dlguide._rundir import RunDir, unique_temporary
 from dlguide._strategy import Strategy, make_strategy
@@ -87,6 +89,8 @@ class Trainer:
         self.batch_in_epoch = 0  # training batches done in the current epoch
         self.should_stop = False
         self.history: list[dict[str, float]] = []
+        self.outcomes: OutcomeRecorder | None = None  # during a test pass
+        self.last_outcomes: dict[str, torch.Tensor] = {}
         self._partial: dict[str, Any] = {}
         self._stop_signal: int | None = None
         self._stop_agreed = False  # several processes: whether any of them was asked to stop (see _check_finite)
@@ -486,11 +490,14 @@ class Trainer:
         count = 0
         step = task.validation_step if stage == "val" else task.test_step
         on_cpu = self.device.type == "cpu"  # a loss read at once costs no wait for a device
+        self.outcomes = OutcomeRecorder() if stage == "test" else None  # what RunContext.record fills
         with self.strategy.evaluation(model):  # processes may hold different numbers of batches
             for batch in loader.epoch(0):
                 batch = self.strategy.batch_to_device(batch)
                 with self.autocast():
                     loss = step(batch, metrics)
+                if self.outcomes is not None:
+                    self.outcomes.add_batch(batch, task.batch_size_of(batch))
                 if loss is not None:
                     n = task.batch_size_of(batch)
                     if on_cpu:
@@ -499,6 +506,9 @@ class Trainer:
                         loss_sum = loss_sum + loss.detach().float() * n
                     count += n
         model.train()
+        if self.outcomes is not None:  # gathered by every process (a collective), written by the first
+            self.last_outcomes = self.outcomes.collect(self.strategy)
+            self.outcomes = None
         # every process adds its share, even one whose share held no batch: a collective left out would hang
         sums, count = self.strategy.reduce_sums({"loss": float(loss_sum)}, count)
         loss_sum = sums["loss"]
@@ -561,6 +571,7 @@ class Trainer:
                     tmp.unlink(missing_ok=True)
                     raise
                 self.run_dir.write_final(final)
+                self._write_outcomes()
                 self.task.write_artifacts(self.run_dir.path, self.last_metrics_objects)
         return final
 
@@ -574,10 +585,17 @@ class Trainer:
         if loader is None:
             raise UsageError(f"task {self.task.name!r} has no {stage} split to evaluate")
         metrics = self._evaluate(stage, loader)
+        if stage == "test" and self.strategy.is_writer:
+            self._write_outcomes()
         self.model.eval()
         with torch.no_grad():  # what a finished run adds once (a protocol, sample quality), as in metrics.json
             metrics.update(self.task.final_metrics(metrics) or {})
         return metrics
+
+    def _write_outcomes(self) -> None:
+        """The test pass's per-sample outcomes (``outcomes.safetensors``), for ``dlguide compare``."""
+        if self.last_outcomes and len(self.last_outcomes) > 1:  # more than the samples' digests
+            write_outcomes(self.run_dir.path / OUTCOMES_FILE, self.last_outcomes, self.task.name)
 
 
 def scalar(value: Any) -> float:

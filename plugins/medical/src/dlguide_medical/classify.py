@@ -22,7 +22,8 @@ from monai.transforms import Compose
 from torch import nn
 
 from dlguide import (CLASSIFICATION_METRIC_MODES, SCHEDULERS, DataSplits, RawInput, Task, TrainConfig, UsageError,
-                     check_held_out, classification_metrics, option, stratified_split, write_confusion_matrix)
+                     check_held_out, classification_metrics, option, record_classification, stratified_split,
+                     write_confusion_matrix)
 from dlguide_medical.caching import SeededCache, cached
 from dlguide_medical.class_data import read_class_folder, synthetic_folder, transforms
 from dlguide_medical.files import input_name, input_path, reference_files
@@ -112,6 +113,7 @@ class MedicalClassificationTask(Task):
         labels = batch["label"]
         for metric in metrics.values():
             metric.update(logits.float().softmax(1), labels)
+        record_classification(self.run, logits, labels)  # in the test pass: per-image outcomes
         return nn.functional.cross_entropy(logits, labels)
 
     def write_artifacts(self, run_dir: Path, metrics: Mapping[str, Any]) -> list[Path]:

@@ -39,8 +39,9 @@ class SegmentationScores:
         self._cases = {"dice": [], "hd95": []}
         self._result = None
 
-    def update(self, pred_onehot: torch.Tensor, label_onehot: torch.Tensor) -> None:
-        """Add a batch of one-hot predictions and labels, ``[B, classes + 1, *spatial]``."""
+    def update(self, pred_onehot: torch.Tensor, label_onehot: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Add a batch of one-hot predictions and labels, ``[B, classes + 1, *spatial]``; returns
+        the batch's per-case values (``{"dice": [B, classes], "hd95": [B, classes]}``)."""
         # MONAI's metrics compute each case's values; their own buffers (which synchronise only
         # in processes that saw a case) are emptied, the values kept here
         for name, metric, kwargs in (("dice", self.dice, {}), ("hd95", self.hd95, {"spacing": self.spacing})):
@@ -48,6 +49,7 @@ class SegmentationScores:
             metric.reset()
             self._cases[name].append(values.detach().float().cpu())
         self._result = None
+        return {name: cases[-1] for name, cases in self._cases.items()}
 
     def result(self) -> dict[str, torch.Tensor]:
         """``{"dice": [classes], "hd95": [classes]}``; NaN for a class absent from every case."""

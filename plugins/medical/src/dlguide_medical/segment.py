@@ -189,7 +189,9 @@ class SegmentationTask(Task):
             item_logits, label = logits[i][crop][None], batch["label"][i][crop][None].long()
             losses.append(self.loss(item_logits.float(), label))
             pred = item_logits.argmax(1, keepdim=True)
-            scores.update(one_hot(pred, n_classes, dim=1), one_hot(label, n_classes, dim=1))
+            case = scores.update(one_hot(pred, n_classes, dim=1), one_hot(label, n_classes, dim=1))
+            if self.run is not None:  # in the test pass: the case's mean Dice and loss, for dlguide compare
+                self.run.record(dice=case["dice"].nanmean(1), loss=losses[-1].detach().reshape(1))
             if draw and len(self.overlays) < MAX_OVERLAYS:
                 case = self.meta["cases"]["test"][int(batch["case"][i])]
                 self.overlays.append(Overlay.middle_slice(case, batch["image"][i][crop][0], label[0, 0], pred[0, 0]))

@@ -30,7 +30,7 @@ from torch.utils.data import TensorDataset
 
 from dlguide import (CLASSIFICATION_METRIC_MODES, DataSplits, RawInput, Task, TrainConfig, UsageError,
                      check_fractions, check_held_out, classification_metrics, option, package_file,
-                     write_confusion_matrix)
+                     record_classification, write_confusion_matrix)
 from dlguide_nlp import models, tokenization
 from dlguide_nlp.datasets import TextData, add_missing_splits
 
@@ -207,6 +207,7 @@ class TextClassificationTask(Task):
         logits = self.model(input_ids, attention_mask)
         for metric in metrics.values():
             metric.update(logits, labels)
+        record_classification(self.run, logits, labels)  # in the test pass: per-text outcomes
         return nn.functional.cross_entropy(logits, labels)
 
     # -- after training -----------------------------------------------------------------

@@ -38,7 +38,7 @@ from dlguide import DataSplits, RawInput, Task, TrainConfig, UsageError, check_f
 from dlguide_recsys.datasets import RawData
 from dlguide_recsys.implicit_models import ImplicitFactors, fit_iteration
 from dlguide_recsys.interactions import Interactions, build_interactions
-from dlguide_recsys.metrics import RANKING_METRICS, CatalogueCoverage, UserAverage, top_k
+from dlguide_recsys.metrics import FUNCTIONS, RANKING_METRICS, CatalogueCoverage, UserAverage, top_k
 from dlguide_recsys.models import Popularity, Recommender
 from dlguide_recsys.recommend import CATALOGUE, USER_ITEMS, Catalogue, format_rows, top_items, write_catalogue
 from dlguide_recsys.sampling import NegativeSampler, PositivePairs, RankingRows, WholeMatrix, sample_unseen
@@ -301,6 +301,9 @@ class RankingTask(Task):
         n_relevant = (relevant & candidates).sum(1)
         for metric in metrics.values():
             metric.update(top, hits, valid, n_relevant)
+        if self.run is not None:  # in the test pass: each user's figures, for dlguide compare
+            self.run.record(**{f"{name}@{k}": FUNCTIONS[name](hits[:, :k], n_relevant)
+                               for k in self.config.topk for name in ("ndcg", "recall")})
         return None
 
     # -- after training -----------------------------------------------------------------

@@ -24,7 +24,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from dlguide import (CLASSIFICATION_METRIC_MODES, SCHEDULERS, DataSplits, RawInput, Task, UsageError, check_fractions,
-                     classification_metrics, option, write_confusion_matrix)
+                     classification_metrics, option, record_classification, write_confusion_matrix)
 from dlguide_vision.config import ImageDataConfig, load_task_images
 from dlguide_vision.datasets import ImageDataset, channel_stats, png_bytes, read_image, spread
 from dlguide_vision.figures import Mistake, misclassified_grid
@@ -155,6 +155,7 @@ class ImageClassificationTask(Task):
 
     def test_step(self, batch: Any, metrics: Mapping[str, Any]) -> torch.Tensor:
         logits, loss = self._evaluate(batch, metrics)
+        record_classification(self.run, logits, batch[1])
         room = MAX_MISTAKES - len(self.mistakes)
         if room > 0:
             images, labels = batch
