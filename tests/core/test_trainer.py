@@ -439,3 +439,18 @@ def test_final_metrics_are_those_of_the_best_epoch(tmp_path, capsys):
     assert result.metrics["val/loss"] == best["val/loss"] and result.metrics["train/loss"] == best["train/loss"]
     assert json.loads((out / "metrics.json").read_text())["best_epoch"] == best["epoch"]
     assert f"best epoch {best['epoch']} of 5 by val/loss" in capsys.readouterr().err
+
+
+def test_a_monitor_the_task_does_not_make_is_refused_before_training(tmp_path):
+    epochs = []
+
+    class Count:
+        @hookimpl
+        def dlguide_epoch_start(self, trainer, epoch):
+            epochs.append(epoch)
+
+    with pytest.raises(UsageError, match=r"^monitor 'val/acc' is not among this task's validation metrics: "
+                                         r"val/loss, val/mae, val/r2$"):
+        run_task("example.sine", overrides=["monitor=val/acc", "monitor_mode=max", "samples=256"],
+                 out=tmp_path / "run", plugins={"count": Count()})
+    assert epochs == [] and not (tmp_path / "run").exists()

@@ -89,6 +89,7 @@ class Trainer:
         self.batch_in_epoch = 0  # training batches done in the current epoch
         self.should_stop = False
         self.history: list[dict[str, float]] = []
+        self._unused: dict[str, dict[str, Any]] = {}  # metrics made before their first pass
         self.outcomes: OutcomeRecorder | None = None  # during a test pass
         self.last_outcomes: dict[str, torch.Tensor] = {}
         self._partial: dict[str, Any] = {}
@@ -298,6 +299,7 @@ class Trainer:
         """Train for ``epochs`` (continuing from ``ckpt_path`` if given), then test; return final metrics."""
         rng = capture_rng()  # the caller's random stream, given back at the end (a run inside a run)
         self._setup()
+        self._check_monitor()
         cfg = self.config
         plugins = builtin.run_plugins(self)
         for name, plugin in plugins.items():
@@ -519,6 +521,22 @@ class Trainer:
         self.last_metrics_objects = metrics
         return out
 
+    def _check_monitor(self) -> None:
+        """A validation metric the task does not make is refused before the first epoch, not after it."""
+        monitor = self.config.monitor
+        if not monitor.startswith("val/"):
+            return  # train/* figures are the task's own (a GAN logs several): known only once trained
+        if self.val_loader is None:
+            raise UsageError(f"monitor {monitor!r} needs a validation split and task {self.task.name!r} has none "
+                             "here; set monitor=train/loss")
+        made = self.make_metrics("val")
+        if "val" not in self._metrics:  # made afresh for each pass: the first pass takes these
+            self._unused["val"] = made
+        names = {name.split("/")[0] for name in made} | {"loss"}
+        if monitor.removeprefix("val/").split("/")[0] not in names:
+            known = ", ".join(f"val/{n}" for n in sorted(names))
+            raise UsageError(f"monitor {monitor!r} is not among this task's validation metrics: {known}")
+
     def make_metrics(self, stage: str) -> dict[str, Any]:
         """The task's metrics for ``stage``, empty: made on the first pass, reset on later ones
         (building torchmetrics objects costs more than a small validation pass)."""
@@ -527,6 +545,9 @@ class Trainer:
             for metric in cached.values():
                 metric.reset()
             return cached
+        unused = self._unused.pop(stage, None)
+        if unused is not None:
+            return unused
         configured = self.task.configure_metrics(stage) or {}
         metrics = {k: m.to(self.device) for k, m in dict(configured).items()}
         if all(callable(getattr(m, "reset", None)) for m in metrics.values()):
