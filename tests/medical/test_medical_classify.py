@@ -133,8 +133,8 @@ def test_folder_errors_are_one_line(runtime, tmp_path):
         run_task("medical.classify", overrides=run, out=tmp_path / "r1", runtime=runtime, progress="none")
     (tmp_path / "data" / "b" / "y.dcm").write_bytes((dicom_file("MR_small.dcm")).read_bytes())
     with pytest.raises(UsageError) as err:
-        run_task("medical.classify", overrides=[*run, "val_fraction=0", "test_fraction=0"], out=tmp_path / "r2",
-                 runtime=runtime, progress="none")
+        run_task("medical.classify", overrides=[*run, "val_fraction=0", "test_fraction=0", "monitor=train/loss"],
+                 out=tmp_path / "r2", runtime=runtime, progress="none")
     assert str(err.value).startswith(str(tmp_path / "data" / "a" / "x.png")) and "\n" not in str(err.value)
     with pytest.raises(UsageError, match=r"data_dir not found: .*absent"):
         run_task("medical.classify", overrides=["dataset=folder", f"data_dir={tmp_path / 'absent'}", *TINY],

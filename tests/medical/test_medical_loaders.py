@@ -225,3 +225,17 @@ def test_the_command_line_prints_one_line_and_exits_2(tmp_path, task, case):
     assert res.returncode == 2 and len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
     assert lines[0].startswith("dlguide: error: ") and re.search(phrase, lines[0]), lines[0]
     assert not out.exists()
+
+
+def test_one_image_per_class_names_the_cause(tmp_path, runtime):
+    from PIL import Image
+
+    from dlguide import UsageError, run_task
+
+    for name in ("a", "b"):
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        Image.new("L", (8, 8), 128).save(tmp_path / "imgs" / name / "x.png")
+    with pytest.raises(UsageError, match=r"^2 images in 2 classes leave no validation image with val_fraction=0\.15"):
+        run_task("medical.classify", overrides=["dataset=folder", f"data_dir={tmp_path / 'imgs'}", "epochs=1"],
+                 out=tmp_path / "run", runtime=runtime, progress="none")
+    assert not (tmp_path / "run").exists()

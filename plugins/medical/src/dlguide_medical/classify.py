@@ -90,6 +90,10 @@ class MedicalClassificationTask(Task):
                                              [cfg.val_fraction, cfg.test_fraction], cfg.seed))
         self.meta = {"dataset": cfg.dataset, "classes": classes, "channels": 1, "image_size": cfg.image_size,
                      "sizes": {"train": len(train), "val": len(val), "test": len(test)}}
+        if not val and cfg.monitor.startswith("val/"):
+            raise UsageError(f"{len(items)} images in {len(classes)} classes leave no validation image with "
+                             f"val_fraction={cfg.val_fraction}; add images, raise val_fraction or set "
+                             "monitor=train/loss")
         self.test_files = [item["image"] for item in test]
         evaluation = transforms(cfg.image_size, augment=False)
         return DataSplits(

@@ -95,7 +95,10 @@ def load_image(path: Path, allowed: tuple[str, ...] = ("nifti", "dicom", "pictur
     except UsageError:
         raise
     except Exception as exc:  # nibabel, gzip, zlib, PIL and pydicom each raise their own types
-        raise UsageError(f"{path}: cannot be read as a {kind} image ({first_line(exc)})") from None
+        reason = first_line(exc).replace(f" {path}", "").replace(str(path), "the file")  # named once, in front
+        if "cannot find a suitable reader" in reason:
+            reason = "empty, text or not this format"
+        raise UsageError(f"{path}: cannot be read as a {kind} image ({reason})") from None
     check_finite(image, path)
     return image
 
