@@ -250,3 +250,15 @@ def test_info_json(capsys):
     keys = {k["key"]: k for k in info["keys"]}
     assert keys["hidden"]["default"] == 32 and keys["hidden"]["type"] == "int"
     assert "adam" in keys["optimizer"]["choices"]
+
+
+def test_hook_calls_can_be_traced_and_hooks_listed(tmp_path):
+    res = dlguide("run", "example.sine", "--out", tmp_path / "run", "--quiet", "--set", "epochs=1", "samples=128",
+                  env={"DLGUIDE_TRACE_HOOKS": "1"})
+    assert res.returncode == 0, res.stderr
+    traced = [line for line in res.stderr.splitlines() if line.startswith("dlguide: hook ")]
+    assert any(line.startswith("dlguide: hook dlguide_epoch_end -> dlguide.metrics, dlguide.checkpoint (")
+               for line in traced)
+    assert all(line.endswith(" ms)") for line in traced)
+    listed = json.loads(dlguide("plugins", "--hooks", "--json").stdout)
+    assert "example" in listed["dlguide_register"] and listed["dlguide_run_start"] == []

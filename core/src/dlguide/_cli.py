@@ -32,6 +32,18 @@ def _progress(args: argparse.Namespace) -> str:
 
 def cmd_plugins(args: argparse.Namespace) -> int:
     rt: Runtime = args.runtime
+    if args.hooks:  # hook -> the plugins that implement it, every hook of the specs listed
+        from dlguide import hookspecs
+
+        names = sorted(n for n in dir(hookspecs) if n.startswith("dlguide_"))
+        table = {n: [p.name for p in rt.plugins if n in p.hooks] for n in names}
+        if args.json:
+            print(json.dumps(table, indent=2))
+            return 0
+        width = max(len(n) for n in names)
+        for name, plugins in table.items():
+            print(f"{name.ljust(width)}  {', '.join(plugins) or '-'}")
+        return 0
     if args.json:
         print(json.dumps([p.as_dict() for p in rt.plugins], indent=2))
         return 0
@@ -229,6 +241,7 @@ def build_parser(rt: Runtime) -> Parser:
 
     p = sub.add_parser("plugins", help="list installed plugins, their hooks and status")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--hooks", action="store_true", help="list each hook with the plugins that implement it")
     p.set_defaults(handler=cmd_plugins)
 
     p = sub.add_parser("list", help="list registered tasks, models and datasets")

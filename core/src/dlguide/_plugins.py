@@ -15,7 +15,8 @@ import argparse
 import contextlib
 import os
 import types
-from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 
@@ -85,10 +86,31 @@ class Runtime:
 
 
 def new_plugin_manager() -> pluggy.PluginManager:
-    """A plugin manager with the dlguide hook specs and no plugins."""
+    """A plugin manager with the dlguide hook specs and no plugins; with ``DLGUIDE_TRACE_HOOKS=1``
+    every hook call is printed on stderr with the plugins that answered it and its time."""
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)
+    if _env_flag("DLGUIDE_TRACE_HOOKS"):
+        trace_hooks(pm)
     return pm
+
+
+def trace_hooks(pm: pluggy.PluginManager) -> None:
+    """``dlguide: hook dlguide_epoch_end -> dlguide.metrics, dlguide.checkpoint (0.41 ms)`` per call."""
+    import sys
+    import time
+
+    started: list[float] = []
+
+    def before(hook_name: str, impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        started.append(time.perf_counter())
+
+    def after(outcome: Any, hook_name: str, impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        ms = (time.perf_counter() - started.pop()) * 1000 if started else 0.0
+        names = ", ".join(impl.plugin_name for impl in reversed(impls)) or "no plugin"
+        print(f"dlguide: hook {hook_name} -> {names} ({ms:.2f} ms)", file=sys.stderr, flush=True)
+
+    pm.add_hookcall_monitoring(before, after)
 
 
 def _env_flag(name: str) -> bool:
