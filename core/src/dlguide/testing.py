@@ -132,11 +132,37 @@ def dlguide_smoke_run(tmp_path: Path) -> Callable[..., Any]:
     from dlguide._runs import run_task
 
     def smoke(task: str, **overrides: Any) -> Any:
+        import tempfile
+
+        from dlguide._inference import predict
+        from dlguide._runs import build_task, evaluate_run, load_run
+
         sets = ["fast_dev_run=true", *(f"{k}={v}" for k, v in overrides.items())]
         out = tmp_path / task.replace(".", "-")
         result = run_task(task, overrides=sets, out=out, progress="none", strategy=GuardedStrategy(device="cpu"))
         for name in ("config.yaml", "metrics.jsonl", "metrics.json", "model.safetensors", "checkpoints/last.ckpt"):
             assert (out / name).is_file(), f"{task}: the run directory lacks {name}"
+        # the finished run is used as a user would: reloaded without its data, evaluated, predicted
+        evaluated = evaluate_run(out)
+        for key, value in result.metrics.items():
+            if key.startswith("test/") and isinstance(value, float) and key in evaluated:
+                assert evaluated[key] == pytest.approx(value, rel=1e-4, abs=1e-6, nan_ok=True), \
+                    f"{task}: dlguide eval gives {key}={evaluated[key]}, the run gave {value}"
+        loaded = load_run(out)
+        try:
+            if loaded.reference_from_data:
+                data_task = build_task(task, overrides=sets)
+                raws = list(data_task.reference_inputs(data_task.build_data(), 2))
+            else:
+                raws = list(loaded.reference_inputs(None, 2))
+        except NotImplementedError:
+            pytest.fail(f"{task}: implement Task.reference_inputs (raw inputs from the test split) so that a "
+                        "reloaded run can be predicted, exported and served")
+        assert raws, f"{task}: reference_inputs gave no input"
+        with tempfile.TemporaryDirectory() as folder:
+            rows = predict(loaded, raws, out_dir=Path(folder) if loaded.writes_files else None)
+            json.dumps(rows)  # JSON-safe, as served
+        assert len(rows) == len(raws), f"{task}: {len(rows)} predictions for {len(raws)} inputs"
         return result
 
     return smoke
