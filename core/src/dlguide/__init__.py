@@ -45,6 +45,8 @@ _EXPORTS: dict[str, str] = {
     "did_you_mean": "_errors",
     # helpers every domain needs
     "stratified_split": "_splits",
+    "kfold": "_splits",
+    "cv_fold": "_splits",
     "model_device": "_data",
     "package_file": "_resources",
     "package_dir": "_resources",
@@ -96,7 +98,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time names load lazil
     from dlguide._registry import Registry
     from dlguide._resources import package_dir, package_file
     from dlguide._runs import RunResult, evaluate_run, load_run, predict_run, resume_run, run_task
-    from dlguide._splits import stratified_split
+    from dlguide._splits import cv_fold, kfold, stratified_split
     from dlguide._strategy import SingleDeviceStrategy, Strategy
     from dlguide._task import OPTIMIZERS, SCHEDULERS, DataSplits, Task, TrainConfig
     from dlguide._trainer import Trainer

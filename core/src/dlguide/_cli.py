@@ -224,6 +224,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cv(args: argparse.Namespace) -> int:
+    from dlguide._cv import format_cv, run_cv
+
+    result = run_cv(args.task, args.folds, repeats=args.repeats, out=args.out, overrides=args.set,
+                    config_file=args.config, runtime=args.runtime, progress=_progress(args))
+    print(json.dumps(result, indent=2) if args.json else format_cv(result))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     rt: Runtime = args.runtime
     from dlguide._demo import format_results, run_demos
@@ -297,8 +306,22 @@ def build_parser(rt: Runtime) -> Parser:
                    "(default all)")
     p.set_defaults(handler=cmd_export)
 
-    p = sub.add_parser("compare", help="test whether runs differ, sample by sample on the same test split")
-    p.add_argument("runs", metavar="RUN_DIR", nargs="+", help="two or more finished runs of one task")
+    p = sub.add_parser("cv", help="K-fold cross-validation: one run per fold, then each metric's mean, std "
+                       "and 95% interval")
+    p.add_argument("task", metavar="TASK")
+    p.add_argument("--folds", type=int, required=True, help="folds of the pooled train and validation samples")
+    p.add_argument("--repeats", type=int, default=1, help="repeat with seeds seed, seed+1, ... (default 1)")
+    p.add_argument("--config", metavar="FILE", help="YAML or TOML file of config keys")
+    p.add_argument("--out", metavar="DIR", help="folder of the fold runs and cv.json (default runs/cv/<task>)")
+    p.add_argument("--set", metavar="KEY=VALUE", nargs="+", action="extend", default=[],
+                   help="override a config key for every fold")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--json", action="store_true", help="print cv.json")
+    p.set_defaults(handler=cmd_cv)
+
+    p = sub.add_parser("compare", help="test whether runs differ, sample by sample on the same test split "
+                       "(or cross-validations, fold by fold)")
+    p.add_argument("runs", metavar="RUN_DIR", nargs="+", help="two or more finished runs of one task, or cv folders")
     p.add_argument("--metric", help="the per-sample outcome to compare (default: correct, else the first "
                    "figure that is not a loss)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level of the verdict (default 0.05)")
@@ -312,9 +335,11 @@ def build_parser(rt: Runtime) -> Parser:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(handler=cmd_demo)
 
+    from dlguide._report import add_report_command
     from dlguide._serve import add_serve_command
 
     add_serve_command(sub)  # imports nothing heavy until it runs
+    add_report_command(sub)
     add_commands(rt, sub)  # each plugin's on its own: one that fails is reported and skipped
     return parser
 

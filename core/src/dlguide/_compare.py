@@ -119,6 +119,13 @@ def compare_runs(runs: Sequence[str | Path], *, metric: str | None = None, seed:
     the first figure that is not a loss); Holm-corrected when there are more than two runs."""
     if len(runs) < 2:
         raise UsageError("compare needs at least two runs")
+    from dlguide._cv import is_cv
+
+    kinds = {is_cv(run) for run in runs}
+    if kinds == {True}:
+        return compare_cv(runs, metric=metric)
+    if len(kinds) > 1:
+        raise UsageError("compare takes runs, or cv folders (dlguide cv), not both")
     loaded = [(str(run), *read_outcomes(Path(run))) for run in runs]
     first_name, first_meta, first_cols = loaded[0]
     for name, meta, _ in loaded[1:]:
@@ -147,6 +154,43 @@ def compare_runs(runs: Sequence[str | Path], *, metric: str | None = None, seed:
         interval = paired_bootstrap(a, b, resamples=resamples, seed=seed)
         results.append(Comparison(name_a, name_b, metric, test, int(len(a)), float(a.mean()), float(b.mean()),
                                   float((b - a).mean()), interval, p, p, "loss" not in metric, detail))
+    for result, adjusted in zip(results, holm([r.p for r in results])):
+        result.p_adjusted = adjusted
+    return results
+
+
+def compare_cv(folders: Sequence[str | Path], *, metric: str | None = None) -> list[Comparison]:
+    """Cross-validations with the same folds compared fold by fold: Nadeau and Bengio's corrected
+    resampled t-test, its t interval of the mean difference, Holm across pairs."""
+    from scipy.stats import t as student
+
+    from dlguide._cv import corrected_resampled_t, read_cv
+    from dlguide._rundir import RunDir
+
+    loaded = [(str(f), read_cv(f)) for f in folders]
+    first_name, first = loaded[0]
+    for name, cv in loaded[1:]:
+        same = all(cv.get(k) == first.get(k) for k in ("task", "folds", "repeats", "seed"))
+        if not same:
+            raise UsageError(f"{name} and {first_name} are not cross-validations over the same folds (task, "
+                             "folds, repeats and seed must match)")
+    if metric is None:
+        _, config = RunDir(Path(first_name) / first["runs"][0]).read_config()
+        metric = str(config.get("monitor", "val/loss"))
+    for name, cv in loaded:
+        if metric not in cv["metrics"]:
+            raise UsageError(f"{name} has no {metric!r}; it measured: {', '.join(cv['metrics'])}")
+    results = []
+    for (name_a, cv_a), (name_b, cv_b) in itertools.combinations(loaded, 2):
+        a, b = cv_a["metrics"][metric]["values"], cv_b["metrics"][metric]["values"]
+        stat, p = corrected_resampled_t(a, b, int(first["folds"]))
+        diff = [y - x for x, y in zip(a, b)]
+        n = len(diff)
+        mean = sum(diff) / n
+        var = sum((d - mean) ** 2 for d in diff) / (n - 1)
+        half = float(student.ppf(0.975, n - 1)) * ((1 / n + 1 / (int(first["folds"]) - 1)) * var) ** 0.5
+        results.append(Comparison(name_a, name_b, metric, "corrected resampled t", n, sum(a) / n, sum(b) / n, mean,
+                                  (mean - half, mean + half), p, p, "loss" not in metric, {"t": stat}))
     for result, adjusted in zip(results, holm([r.p for r in results])):
         result.p_adjusted = adjusted
     return results

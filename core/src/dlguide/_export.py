@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from dlguide._errors import UsageError, first_line
 from dlguide._inference import RawInput, decode_inputs, encode_outputs, predict_samples, to_json
-from dlguide._rundir import RunDir, write_text_atomic
+from dlguide._rundir import _UMASK, RunDir, write_text_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -432,8 +432,7 @@ def _program(module: nn.Module, trace: tuple[torch.Tensor, ...]) -> Any:
 
 def _share(folder: Path) -> None:
     """Permissions as the umask gives new files: the temporary folder was made private."""
-    mask = os.umask(0)
-    os.umask(mask)
+    mask = _UMASK
     for path in [folder, *folder.rglob("*")]:
         path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
 

@@ -119,6 +119,6 @@ def read_outcomes(run: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     except Exception as exc:
         raise UsageError(f"{path} cannot be read ({str(exc).splitlines()[0][:120]}); write it again with "
                          f"'dlguide eval {run}'") from None
-    if DIGESTS not in columns or "data_digest" not in meta:
+    if DIGESTS not in columns or "data_digest" not in meta or "task" not in meta:
         raise UsageError(f"{path} is not a dlguide outcomes file")
     return meta, columns

@@ -40,8 +40,20 @@ def unique_temporary(path: Path) -> Path:
     link planted at a predictable name cannot redirect the write. Renamed over ``path`` when
     complete; a crash leaves ``.NAME.XXXX.tmp``, which the next run in the directory removes."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:  # mkstemp makes it private; the finished file gets the mode any new file gets (the umask's)
+        os.fchmod(fd, 0o666 & ~_UMASK)
+    finally:
+        os.close(fd)
     return Path(tmp)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -32,3 +32,35 @@ def stratified_split(labels: Sequence[Hashable], fractions: Sequence[float], see
             start += take
         parts[0].extend(members[start:])
     return [sorted(part) for part in parts]
+
+
+def kfold(labels: Sequence[Hashable], folds: int, fold: int, seed: int) -> tuple[list[int], list[int]]:
+    """(kept, held out) indices of ``labels``: fold ``fold`` of ``folds`` stratified folds, each
+    class's samples shuffled with ``seed`` and dealt to the folds in turn (the deal of each class
+    starts where the last one ended, so fold sizes differ by at most one). Give every sample the
+    same label for a plain K-fold. The folds of one ``seed`` partition the samples."""
+    if not 0 <= fold < folds:
+        raise ValueError(f"fold {fold} of {folds}")
+    rng = random.Random(seed)
+    by_class: dict[Hashable, list[int]] = {}
+    for index, label in enumerate(labels):
+        by_class.setdefault(label, []).append(index)
+    held: list[int] = []
+    position = 0
+    for label in sorted(by_class, key=str):
+        members = list(by_class[label])
+        rng.shuffle(members)
+        held.extend(m for j, m in enumerate(members) if (position + j) % folds == fold)
+        position += len(members)
+    held_set = set(held)
+    return [i for i in range(len(labels)) if i not in held_set], sorted(held)
+
+
+def cv_fold(config: object, labels: Sequence[Hashable]) -> tuple[list[int], list[int]] | None:
+    """For a task's ``build_data``: the (train, val) indices of the pooled training and validation
+    samples for the fold ``dlguide cv`` set in ``config`` (``cv_folds``, ``cv_fold``, ``seed``),
+    or None outside cross-validation (the task splits as it always does)."""
+    folds = int(getattr(config, "cv_folds", 0) or 0)
+    if folds < 2:
+        return None
+    return kfold(labels, folds, int(getattr(config, "cv_fold", 0)), int(getattr(config, "seed", 0)))

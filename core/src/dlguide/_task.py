@@ -77,6 +77,9 @@ class TrainConfig:
     limit_train_batches: int = option(0, "use at most this many training batches per epoch (0: all)")
     limit_eval_batches: int = option(0, "use at most this many validation/test batches (0: all)")
     fast_dev_run: bool = option(False, "one epoch of one batch per split, to check a task end to end")
+    cv_folds: int = option(0, "set by dlguide cv: train and validation pooled and cut into this many folds "
+                           "(0: the task's own split)")
+    cv_fold: int = option(0, "set by dlguide cv: the fold held out for validation")
 
     def validate(self) -> None:
         """Raise UsageError for values no run can use."""
@@ -85,6 +88,9 @@ class TrainConfig:
         for key, value in positive.items():
             if value < 1:
                 raise UsageError(f"invalid value for {key!r}: {value}; expected an integer >= 1")
+        if self.cv_folds == 1 or self.cv_folds < 0 or (self.cv_folds and not 0 <= self.cv_fold < self.cv_folds):
+            raise UsageError(f"invalid cv_folds={self.cv_folds}, cv_fold={self.cv_fold}; expected cv_folds 0 or >= 2 "
+                             "and 0 <= cv_fold < cv_folds")
         for key in ("lr",):
             if not 0 < getattr(self, key) < math.inf:
                 raise UsageError(f"invalid value for {key!r}: {getattr(self, key)}; expected a finite number > 0")
@@ -153,6 +159,8 @@ class Task:
     #: names of that network's inputs and outputs in exported files (default ``input_0``, ``output_0``...)
     export_input_names: ClassVar[tuple[str, ...]] = ()
     export_output_names: ClassVar[tuple[str, ...]] = ()
+    #: True when ``build_data`` honours ``cv_folds``/``cv_fold`` (``dlguide.cv_fold``): ``dlguide cv`` runs it
+    supports_folds: ClassVar[bool] = False
     #: False when ``reference_inputs`` makes its inputs without the data (a generator's seeds):
     #: export then passes ``data=None`` instead of building the data set
     reference_from_data: ClassVar[bool] = True

@@ -13,7 +13,7 @@ import torchmetrics
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from dlguide import DataSplits, RawInput, Task, TrainConfig, UsageError, option
+from dlguide import DataSplits, RawInput, Task, TrainConfig, UsageError, cv_fold, option
 
 
 @dataclasses.dataclass
@@ -30,6 +30,7 @@ class SineRegression(Task):
     Config = SineConfig
     metric_modes = {"mae": "min", "r2": "max"}
     input_kind = "json"  # numbers on the command line, JSON values over HTTP
+    supports_folds = True  # build_data takes its fold from dlguide.cv_fold
 
     def build_data(self) -> DataSplits:
         cfg = self.config
@@ -38,9 +39,13 @@ class SineRegression(Task):
         y = torch.sin(x) + cfg.noise * torch.randn(cfg.samples, 1, generator=g)
         n_val = n_test = cfg.samples // 8
         n_train = cfg.samples - n_val - n_test
+        train, val = list(range(n_train)), list(range(n_train, n_train + n_val))
+        folds = cv_fold(cfg, [0] * (n_train + n_val))  # dlguide cv: a fold of train + val held out instead
+        if folds is not None:
+            train, val = folds
         return DataSplits(
-            train=TensorDataset(x[:n_train], y[:n_train]),
-            val=TensorDataset(x[n_train:n_train + n_val], y[n_train:n_train + n_val]),
+            train=TensorDataset(x[train], y[train]),
+            val=TensorDataset(x[val], y[val]),
             test=TensorDataset(x[n_train + n_val:], y[n_train + n_val:]),
         )
 

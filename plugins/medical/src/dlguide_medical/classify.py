@@ -22,7 +22,7 @@ from monai.transforms import Compose
 from torch import nn
 
 from dlguide import (CLASSIFICATION_METRIC_MODES, SCHEDULERS, DataSplits, RawInput, Task, TrainConfig, UsageError,
-                     check_held_out, classification_metrics, option, record_classification, stratified_split,
+                     check_held_out, classification_metrics, cv_fold, option, record_classification, stratified_split,
                      write_confusion_matrix)
 from dlguide_medical.caching import SeededCache, cached
 from dlguide_medical.class_data import read_class_folder, synthetic_folder, transforms
@@ -77,6 +77,7 @@ class MedicalClassificationTask(Task):
     config: MedicalClassificationConfig
     metric_modes = {**CLASSIFICATION_METRIC_MODES, "auc": "max"}
     input_kind = "file"  # PNG/JPEG, NIfTI or DICOM, a path or uploaded bytes with a file name
+    supports_folds = True
     export_input_names = ("image",)
     export_output_names = ("logits",)
     test_files: Sequence[str] = ()
@@ -88,6 +89,10 @@ class MedicalClassificationTask(Task):
         train, val, test = ([items[i] for i in part] for part in
                             stratified_split([item["label"] for item in items],
                                              [cfg.val_fraction, cfg.test_fraction], cfg.seed))
+        pooled = train + val
+        folds = cv_fold(cfg, [item["label"] for item in pooled])
+        if folds is not None:  # dlguide cv: one fold of train + val is the validation split
+            train, val = ([pooled[i] for i in part] for part in folds)
         self.meta = {"dataset": cfg.dataset, "classes": classes, "channels": 1, "image_size": cfg.image_size,
                      "sizes": {"train": len(train), "val": len(val), "test": len(test)}}
         if not val and cfg.monitor.startswith("val/"):

@@ -27,7 +27,8 @@ from monai.networks.utils import one_hot
 from monai.transforms import Compose, Invertd
 from torch import nn
 
-from dlguide import SCHEDULERS, DataSplits, RawInput, Task, TrainConfig, UsageError, check_fractions, option
+from dlguide import (SCHEDULERS, DataSplits, RawInput, Task, TrainConfig, UsageError, check_fractions, cv_fold,
+                     option)
 from dlguide_medical.figures import Overlay, overlay_png
 from dlguide_medical.files import check_input, input_name, input_path, reference_files
 from dlguide_medical.metrics import SegmentationScores
@@ -113,6 +114,7 @@ class SegmentationTask(Task):
     config: SegmentationConfig
     metric_modes = {"dice": "max", "hd95": "min"}
     input_kind = "file"  # a NIfTI file, a DICOM file or (a local path) a DICOM series folder
+    supports_folds = True
     export_input_names = ("image",)  # one batch of sliding-window patches: the network, not the window
     export_output_names = ("logits",)
     test_files: Sequence[str] = ()
@@ -133,6 +135,10 @@ class SegmentationTask(Task):
         train, val, test = split_cases(data.training, cfg.val_fraction, cfg.test_fraction, cfg.seed,
                                        has_validation=bool(data.validation))
         val = val or data.validation
+        pooled = train + val
+        folds = cv_fold(cfg, [0] * len(pooled))
+        if folds is not None:  # dlguide cv: one fold of the train + val cases is the validation split
+            train, val = ([pooled[i] for i in part] for part in folds)
         self.meta = {"dataset": cfg.dataset, "folder": str(folder), "classes": data.classes,
                      "channels": data.channels,
                      "cases": {"train": [c["name"] for c in train], "val": [c["name"] for c in val],

@@ -32,7 +32,7 @@ from dlguide import (CLASSIFICATION_METRIC_MODES, DataSplits, RawInput, Task, Tr
                      check_fractions, check_held_out, classification_metrics, option, package_file,
                      record_classification, write_confusion_matrix)
 from dlguide_nlp import models, tokenization
-from dlguide_nlp.datasets import TextData, add_missing_splits
+from dlguide_nlp.datasets import TextData, add_missing_splits, pool_for_fold
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,7 @@ class TextClassificationTask(Task):
     config: TextClassificationConfig
     metric_modes: ClassVar[Mapping[str, str]] = CLASSIFICATION_METRIC_MODES
     input_kind: ClassVar[str] = "text"
+    supports_folds = True
     export_input_names = ("input_ids", "attention_mask")
     export_output_names = ("logits",)
     #: the test split's texts, kept by ``build_data`` for ``reference_inputs``
@@ -159,6 +160,7 @@ class TextClassificationTask(Task):
             raise UsageError(f"dataset nlp.{cfg.dataset} returned a {type(loaded).__name__}, not a "
                              "dlguide_nlp.datasets.TextData")
         data = add_missing_splits(loaded, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+        data = pool_for_fold(data, cfg)  # dlguide cv: one fold of train + val is the validation split
         if "val" not in data.splits and cfg.monitor.startswith("val/"):
             raise UsageError(f"dataset {cfg.dataset!r} has no validation split with val_fraction="
                              f"{cfg.val_fraction}; raise val_fraction or set monitor=train/loss")

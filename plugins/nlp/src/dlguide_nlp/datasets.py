@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from dlguide import UsageError, first_line, package_file, stratified_split
+from dlguide import UsageError, cv_fold, first_line, package_file, stratified_split
 
 log = logging.getLogger(__name__)
 
@@ -320,3 +320,16 @@ def add_missing_splits(data: TextData, val_fraction: float, test_fraction: float
     splits = dict(data.splits, train=train.subset(rest))
     splits.update((name, train.subset(part)) for name, part in zip(shares, held_out) if part)
     return dataclasses.replace(data, splits=splits)
+
+
+def pool_for_fold(data: TextData, config: object) -> TextData:
+    """For ``dlguide cv``: train and val pooled and cut at the config's fold (stratified), the test
+    split untouched; the data as they are outside cross-validation."""
+    train = data.splits["train"]
+    val = data.splits.get("val")
+    pooled = Split(train.texts + (val.texts if val else []), train.labels + (val.labels if val else []))
+    folds = cv_fold(config, pooled.labels)
+    if folds is None:
+        return data
+    keep, held = folds
+    return dataclasses.replace(data, splits={**data.splits, "train": pooled.subset(keep), "val": pooled.subset(held)})

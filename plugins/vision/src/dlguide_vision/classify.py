@@ -26,7 +26,7 @@ from torchvision.transforms.v2 import functional as TF
 from dlguide import (CLASSIFICATION_METRIC_MODES, SCHEDULERS, DataSplits, RawInput, Task, UsageError, check_fractions,
                      classification_metrics, option, record_classification, write_confusion_matrix)
 from dlguide_vision.config import ImageDataConfig, load_task_images
-from dlguide_vision.datasets import ImageDataset, channel_stats, png_bytes, read_image, spread
+from dlguide_vision.datasets import ImageDataset, channel_stats, png_bytes, pool_for_fold, read_image, spread
 from dlguide_vision.figures import Mistake, misclassified_grid
 from dlguide_vision.models import ACTIVATIONS, load_pretrained
 
@@ -82,6 +82,7 @@ class ImageClassificationTask(Task):
     config: ImageClassificationConfig
     metric_modes: ClassVar[Mapping[str, str]] = CLASSIFICATION_METRIC_MODES
     input_kind = "file"
+    supports_folds = True
     export_input_names = ("image",)  # normalised, channels x size x size
     export_output_names = ("logits",)
 
@@ -93,6 +94,9 @@ class ImageClassificationTask(Task):
     def build_data(self) -> DataSplits:
         cfg = self.config
         data = load_task_images(self)
+        pooled = pool_for_fold(data, cfg)
+        if pooled is not None:  # dlguide cv: one fold of train + val is the validation split
+            data = pooled
         if "val" not in data.splits and cfg.monitor.startswith("val/"):
             raise UsageError(f"dataset {cfg.dataset!r} has no validation split with val_fraction="
                              f"{cfg.val_fraction}; raise val_fraction or set monitor=train/loss")

@@ -36,7 +36,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
-from dlguide import UsageError, first_line, package_file, stratified_split
+from dlguide import UsageError, cv_fold, first_line, package_file, stratified_split
 
 Split = tuple[torch.Tensor, torch.Tensor]
 
@@ -168,6 +168,20 @@ def add_missing_splits(data: Images, val_fraction: float, test_fraction: float, 
         if len(take):
             splits["train"], splits[name] = (x[keep], y[keep]), (x[take], y[take])
     return Images(data.classes, splits)
+
+
+def pool_for_fold(data: Images, config: object) -> Images | None:
+    """For ``dlguide cv``: train and val pooled and cut at the config's fold (stratified), the test
+    split untouched; None outside cross-validation."""
+    x, y = data.splits["train"]
+    if "val" in data.splits:
+        vx, vy = data.splits["val"]
+        x, y = torch.cat([x, vx]), torch.cat([y, vy])
+    folds = cv_fold(config, y.tolist())
+    if folds is None:
+        return None
+    keep, held = (torch.tensor(part, dtype=torch.int64) for part in folds)
+    return Images(data.classes, {**data.splits, "train": (x[keep], y[keep]), "val": (x[held], y[held])})
 
 
 # -- where files are ----------------------------------------------------------------------
