@@ -221,6 +221,9 @@ def test_demo_runs_each_plugins_demo_and_prints_a_table(tmp_path):
     assert " ok " in row and "test/mae" in row and str(tmp_path / "demo" / "example.sine") in row
     run_dir = next((tmp_path / "demo" / "example.sine").iterdir())
     assert "epochs: 5" in (run_dir / "config.yaml").read_text()
+    page = tmp_path / "demo" / "report.html"
+    assert lines[-1] == f"1 pictures in the run directories above; all of them on one page: {page}"
+    assert "data:image/png;base64," in page.read_text()  # the learning curves, embedded
     unknown = dlguide("demo", "exampel")
     assert unknown.returncode == 2 and "no demo for plugin 'exampel'; did you mean 'example'?" in unknown.stderr
 

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from dlguide import __version__
@@ -239,6 +240,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     results = run_demos(args.plugins, out=args.out, runtime=rt, progress=_progress(args))
     print("\n" + format_results(results))
+    finished = [r.run_dir for r in results if r.run_dir is not None and (r.run_dir / "metrics.json").is_file()]
+    if finished:  # one page with every demo's figures and pictures
+        from dlguide._report import write_report
+
+        page = write_report(finished, Path(args.out) / "report.html", title="dlguide demo")
+        pictures = sum(1 for run in finished for _ in run.rglob("*.png"))
+        print(f"\n{pictures} pictures in the run directories above; all of them on one page: {page}")
     return 0 if all(r.status == "ok" for r in results) else 1
 
 
