@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import select
 import shutil
-import subprocess
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -21,6 +18,7 @@ import dlguide
 from dlguide._report import MAX_PICTURES, spread, write_report
 from dlguide._report_html import PNG_MAGIC
 from dlguide.testing import run_cli
+from chromium import CHROMIUM, WAIT_S, Browser
 
 SINE = ["epochs=2", "samples=256", "hidden=8"]
 
@@ -311,65 +309,6 @@ def test_command_writes_the_file(runs, tmp_path):
 
 
 # -- in a real browser ------------------------------------------------------------------------------
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-WAIT_S = 60
-
-
-class Browser:
-    """Headless chromium spoken to over ``--remote-debugging-pipe`` (fds 3 and 4, JSON messages
-    ending in NUL), as in test_serve_page: no driver package."""
-
-    def __init__(self, binary: str, profile: Path, log) -> None:
-        self.proc = subprocess.Popen(
-            ["sh", "-c", 'exec "$0" "$@" 3<&0 4>&1 </dev/null >/dev/null', binary, "--headless", "--no-sandbox",
-             "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--remote-debugging-pipe",
-             f"--user-data-dir={profile}", "about:blank"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
-        self.buffer = b""
-        self.last_id = 0
-        self.session: str | None = None
-
-    def send(self, method: str, params: dict | None = None, *, page: bool = True) -> dict:
-        self.last_id += 1
-        message = {"id": self.last_id, "method": method, "params": params or {}}
-        if page and self.session:
-            message["sessionId"] = self.session
-        self.proc.stdin.write(json.dumps(message).encode() + b"\0")
-        self.proc.stdin.flush()
-        deadline = time.monotonic() + WAIT_S
-        while True:
-            while b"\0" not in self.buffer:
-                left = deadline - time.monotonic()
-                assert left > 0 and self.proc.poll() is None, f"chromium did not answer {method}"
-                ready, _, _ = select.select([self.proc.stdout], [], [], left)
-                if ready:
-                    self.buffer += os.read(self.proc.stdout.fileno(), 1 << 16)
-            raw, self.buffer = self.buffer.split(b"\0", 1)
-            answer = json.loads(raw)
-            if answer.get("id") == self.last_id:
-                assert "error" not in answer, f"{method}: {answer['error']}"
-                return answer["result"]
-
-    def open(self, url: str) -> None:
-        target = self.send("Target.createTarget", {"url": url}, page=False)["targetId"]
-        self.session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True},
-                                 page=False)["sessionId"]
-
-    def js(self, expression: str):
-        result = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True,
-                                                "awaitPromise": True})
-        assert "exceptionDetails" not in result, result["exceptionDetails"]
-        return result["result"].get("value")
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 @pytest.mark.slow
 def test_every_picture_renders_in_chromium(runs, study, cv, tmp_path):
     if CHROMIUM is None:

@@ -1,7 +1,4 @@
-"""The page at ``/`` of ``dlguide serve``, in Debian's headless chromium.
-
-The browser is driven over the DevTools protocol through ``--remote-debugging-pipe`` (JSON
-messages ending in a NUL byte on file descriptors 3 and 4), so no driver package is needed:
+"""The page at ``/`` of ``dlguide serve``, in Debian's headless chromium (tests/core/chromium.py):
 the test picks a model, uploads an image or types a value, presses Predict and reads what the
 page shows.
 """
@@ -9,11 +6,6 @@ page shows.
 from __future__ import annotations
 
 import json
-import os
-import select
-import shutil
-import subprocess
-import time
 
 import pytest
 
@@ -21,77 +13,13 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 import dlguide  # noqa: E402
+from chromium import CHROMIUM, WAIT_S, Browser  # noqa: E402
 from test_serve import digit_pngs, serving  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-WAIT_S = 60  # bound of each wait for the page
-
-
-class Browser:
-    """Headless chromium with one page, spoken to over the DevTools pipe."""
-
-    def __init__(self, binary: str, profile, log) -> None:
-        # the pipe is the child's fds 3 (commands in) and 4 (answers out)
-        self.proc = subprocess.Popen(
-            ["sh", "-c", 'exec "$0" "$@" 3<&0 4>&1 </dev/null >/dev/null', binary, "--headless", "--no-sandbox",
-             "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--remote-debugging-pipe",
-             f"--user-data-dir={profile}", "about:blank"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
-        self.buffer = b""
-        self.last_id = 0
-        self.session: str | None = None
-
-    def send(self, method: str, params: dict | None = None, *, page: bool = True) -> dict:
-        self.last_id += 1
-        message = {"id": self.last_id, "method": method, "params": params or {}}
-        if page and self.session:
-            message["sessionId"] = self.session
-        self.proc.stdin.write(json.dumps(message).encode() + b"\0")
-        self.proc.stdin.flush()
-        deadline = time.monotonic() + WAIT_S
-        while True:
-            while b"\0" not in self.buffer:
-                left = deadline - time.monotonic()
-                assert left > 0 and self.proc.poll() is None, f"chromium did not answer {method}"
-                ready, _, _ = select.select([self.proc.stdout], [], [], left)
-                if ready:
-                    self.buffer += os.read(self.proc.stdout.fileno(), 1 << 16)
-            raw, self.buffer = self.buffer.split(b"\0", 1)
-            answer = json.loads(raw)
-            if answer.get("id") == self.last_id:
-                assert "error" not in answer, f"{method}: {answer['error']}"
-                return answer["result"]
-
-    def open(self, url: str) -> None:
-        target = self.send("Target.createTarget", {"url": url}, page=False)["targetId"]
-        self.session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True},
-                                 page=False)["sessionId"]
-
-    def js(self, expression: str):
-        result = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True,
-                                                "awaitPromise": True})
-        assert "exceptionDetails" not in result, result["exceptionDetails"]
-        return result["result"].get("value")
-
+class PageBrowser(Browser):
     def choose(self, model: str) -> None:
         self.js(f"(() => {{ const m = document.getElementById('model'); m.value = {json.dumps(model)};"
                 "m.dispatchEvent(new Event('change')); })()")
-
-    def wait_for(self, expression: str):
-        deadline = time.monotonic() + WAIT_S
-        while not (value := self.js(expression)):
-            assert time.monotonic() < deadline, f"the page never showed {expression}; it shows:\n" + \
-                str(self.js("document.body.innerText"))
-            time.sleep(0.1)
-        return value
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +39,7 @@ def test_page_shows_predictions(runs, tmp_path):
     image.write_bytes(digit_pngs(1)[0])
     with serving(tmp_path / "server", str(runs["digits"]), str(runs["sine"])) as server, \
             open(tmp_path / "chromium.log", "w") as log:
-        browser = Browser(CHROMIUM, tmp_path / "profile", log)
+        browser = PageBrowser(CHROMIUM, tmp_path / "profile", log)
         try:
             browser.open(server.url + "/")
             browser.wait_for("document.querySelectorAll('#model option').length === 2")
