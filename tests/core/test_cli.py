@@ -29,7 +29,7 @@ def test_version_and_module_entry_point():
     assert res.returncode == 0 and res.stdout.strip() == "dlguide 0.1.0"
 
 
-def test_list_and_help_do_not_import_torch():
+def test_list_help_and_info_do_not_import_torch():
     code = textwrap.dedent("""
         import sys, contextlib, io
         from dlguide._cli import main
@@ -37,6 +37,9 @@ def test_list_and_help_do_not_import_torch():
             main(["list"])
             main(["list", "--json"])
             main(["plugins"])
+            for task in ("vision.classify", "vision.gan", "nlp.classify", "recsys.rank", "medical.segment",
+                         "medical.classify"):  # configs registered in torch-free modules
+                assert main(["info", task]) == 0
             try:
                 main(["--help"])
             except SystemExit:
@@ -249,7 +252,7 @@ def test_a_task_of_a_disabled_plugin_names_the_plugin():
 def test_info_json(capsys):
     assert main(["info", "example.sine", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["task"] == "example.sine" and info["input_kind"] == "json"
+    assert info["task"] == "example.sine" and info["plugin"] == "example"
     keys = {k["key"]: k for k in info["keys"]}
     assert keys["hidden"]["default"] == 32 and keys["hidden"]["type"] == "int"
     assert "adam" in keys["optimizer"]["choices"]

@@ -85,16 +85,17 @@ def cmd_info(args: argparse.Namespace) -> int:
     from dlguide._config import describe
     from dlguide._runs import task_class
 
-    cls = task_class(args.task, rt)
-    entry = rt.registry.get("task", args.task)
-    fields = describe(cls.Config)
+    entry = rt.registry.get("task", args.task) if args.task in rt.registry.names("task") else None
+    # a config class registered in a torch-free module answers without importing the task (and torch)
+    config = entry.load_config() if entry is not None and entry.config else task_class(args.task, rt).Config
+    entry = entry or rt.registry.get("task", args.task)
+    fields = describe(config)
     if args.json:
         keys = [{"key": f.key, "type": f.type, "default": f.default, "help": f.help,
                  "choices": list(rt.registry.choices(f.registry, args.task) if f.registry else f.choices or [])}
                 for f in fields]
         print(json.dumps({"task": entry.name, "summary": entry.summary, "plugin": entry.owner,
-                          "input_kind": cls.input_kind, "keys": keys, "demo": dict(entry.demo or {})},
-                         indent=2, default=str))
+                          "keys": keys, "demo": dict(entry.demo or {})}, indent=2, default=str))
         return 0
     print(f"{entry.name}: {entry.summary}  [{entry.owner}]\n")
     kw = max(len(f.key) for f in fields)

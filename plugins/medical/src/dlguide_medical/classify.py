@@ -11,7 +11,6 @@ confusion matrix, and ``predict`` prints every class's probability.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,49 +20,15 @@ import torch
 from monai.transforms import Compose
 from torch import nn
 
-from dlguide import (CLASSIFICATION_METRIC_MODES, SCHEDULERS, DataSplits, RawInput, Task, TrainConfig, UsageError,
-                     check_held_out, classification_metrics, cv_fold, option, record_classification, stratified_split,
-                     write_confusion_matrix)
+from dlguide import (CLASSIFICATION_METRIC_MODES, DataSplits, RawInput, Task, UsageError, classification_metrics,
+                     cv_fold, record_classification, stratified_split, write_confusion_matrix)
 from dlguide_medical.caching import SeededCache, cached
-from dlguide_medical.class_data import read_class_folder, synthetic_folder, transforms
+from dlguide_medical.class_data import read_class_folder, transforms
+from dlguide_medical.config import MedicalClassificationConfig
 from dlguide_medical.files import input_name, input_path, reference_files
 from dlguide_medical.metrics import RocAuc
 
 
-@dataclasses.dataclass
-class MedicalClassificationConfig(TrainConfig):
-    epochs: int = option(8, "number of passes over the training images")
-    batch_size: int = option(32, "images per batch")
-    lr: float = option(1e-3, "learning rate (the peak rate for onecycle)")
-    # a decaying rate settles the batch-norm statistics that make a small set's validation jumpy
-    scheduler: str = option("cosine", "learning-rate schedule, stepped per optimizer step (plateau: per epoch)",
-                            choices=SCHEDULERS)
-    monitor: str = option("val/accuracy", "metric that picks the best checkpoint and drives early stopping")
-    dataset: str = option("synthetic", "synthetic (discs by MONAI's create_test_image_2d in three size classes), "
-                          "folder (data_dir/<class>/<image>, the MedNIST layout) or another registered loader of "
-                          "such a folder", registry="dataset")
-    model: str = option("densenet121", "densenet121 (MONAI's 2D DenseNet-121) or another registered builder",
-                        registry="model")
-    synthetic_per_class: int = option(100, "images per class of the synthetic set")
-    image_size: int = option(64, "pixels along each side every image is resized to")
-    val_fraction: float = option(0.15, "share of each class held out for validation")
-    test_fraction: float = option(0.2, "share of each class held out for testing")
-    augment: bool = option(False, "flip and rotate training images at random")
-
-    def validate(self) -> None:
-        super().validate()
-        if self.dataset == "folder" and self.data_dir is None:
-            raise UsageError("dataset 'folder' reads one subfolder per class: add --set data_dir=PATH")
-        if self.data_dir is not None and self.dataset == "synthetic":  # made here, not read
-            raise UsageError(f"data_dir is not read by dataset {self.dataset!r}: add --set dataset=folder")
-        check_held_out(self, "training images")
-        for key, low in (("image_size", 16), ("synthetic_per_class", 5)):
-            if getattr(self, key) < low:
-                raise UsageError(f"invalid value for {key!r}: {getattr(self, key)}; expected an integer >= {low}")
-
-    def synthetic_data(self) -> Path:
-        """The synthetic discs as a class folder (``dataset=synthetic``), written once into the cache."""
-        return synthetic_folder(self.synthetic_per_class, self.image_size)
 
 
 class MedicalClassificationTask(Task):

@@ -10,12 +10,14 @@ def dlguide_register(registry: Registry) -> None:
         "dlguide_medical.segment:SegmentationTask",
         "3D segmentation with MONAI's U-Net or SegResNet (synthetic spheres, MNI152 brain, a Decathlon folder)",
         demo={},  # the defaults: synthetic spheres, test Dice about 0.95 in well under a minute on 2 cores
+        config="dlguide_medical.config:SegmentationConfig",
     )
     registry.add_task(
         "medical.classify",
         "dlguide_medical.classify:MedicalClassificationTask",
         "2D medical image classification with MONAI's DenseNet-121 (synthetic shapes, a MedNIST-style folder)",
         demo={},  # the defaults: three size classes of synthetic discs, about 25 s on 2 cores
+        config="dlguide_medical.config:MedicalClassificationConfig",
     )
     for name, summary, task in (
         ("unet", "MONAI's residual 3D U-Net", "medical.segment"),

@@ -30,12 +30,12 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from dlguide import UsageError, first_line
+from dlguide_nlp.config import POOLINGS
 
 if TYPE_CHECKING:
     from dlguide_nlp.classify import TextClassificationConfig
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
-POOLINGS = ("last", "mean", "max")
 
 
 class RecurrentClassifier(nn.Module):

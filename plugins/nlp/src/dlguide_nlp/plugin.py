@@ -11,7 +11,7 @@ def dlguide_register(registry: Registry) -> None:
         TASK,
         "dlguide_nlp.classify:TextClassificationTask",
         "classify texts with an RNN, LSTM, GRU or a fine-tuned transformer (Rotten Tomatoes, CSV/TSV/JSONL files)",
-        demo={"epochs": 5, "model": "gru", "max_length": 64},
+        demo={"epochs": 5, "model": "gru", "max_length": 64}, config="dlguide_nlp.config:TextClassificationConfig",
     )
     # builders called as builder(config, meta): dlguide_nlp.models says what meta holds
     for name, summary in (

@@ -18,12 +18,13 @@ import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from dlguide import UsageError, first_line
+from dlguide_nlp.config import TOKENIZER_KINDS
 
 PAD, UNK = "[PAD]", "[UNK]"
 #: [CLS] and [SEP] are kept in trained vocabularies so a transformer trained from scratch
 #: gets the same sentence layout as a pretrained BERT
 SPECIAL_TOKENS = [PAD, UNK, "[CLS]", "[SEP]"]
-KINDS = ("wordlevel", "wordpiece", "bpe")
+KINDS = TOKENIZER_KINDS
 FILE_NAME = "tokenizer.json"
 
 

@@ -14,7 +14,7 @@ def dlguide_register(registry: Registry) -> None:
         "dlguide_recsys.rank:RankingTask",
         "top-k recommendation from implicit feedback: popularity, implicit ALS/BPR, MF, NeuMF, two-tower",
         # MF with BPR loss on ml-100k: 6 epochs reach about 1.6x popularity's validation NDCG@10
-        demo={"model": "mf", "epochs": 6},
+        demo={"model": "mf", "epochs": 6}, config="dlguide_recsys.config:RankingConfig",
     )
     # models and datasets built for recsys.rank: builder(config, meta) and loader(data_dir)
     for name, target, summary in (

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from dlguide import UsageError
+from dlguide_recsys.config import SPLITS
 from dlguide_recsys.interactions import Interactions
 
-SPLITS = ("random", "leave-one-out", "temporal")
 
 
 @dataclasses.dataclass

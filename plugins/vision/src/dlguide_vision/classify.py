@@ -13,65 +13,26 @@ the training images were, without the training data.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from dlguide import (CLASSIFICATION_METRIC_MODES, SCHEDULERS, DataSplits, RawInput, Task, UsageError, check_fractions,
-                     classification_metrics, option, record_classification, write_confusion_matrix)
-from dlguide_vision.config import ImageDataConfig, load_task_images
+from dlguide import (CLASSIFICATION_METRIC_MODES, DataSplits, RawInput, Task, UsageError, classification_metrics,
+                     record_classification, write_confusion_matrix)
+from dlguide_vision.config import ImageClassificationConfig, load_task_images
 from dlguide_vision.datasets import ImageDataset, channel_stats, png_bytes, pool_for_fold, read_image, spread
 from dlguide_vision.figures import Mistake, misclassified_grid
-from dlguide_vision.models import ACTIVATIONS, load_pretrained
+from dlguide_vision.models import load_pretrained
 
 MAX_MISTAKES = 36  # a 6x6 grid stays legible
 TOP_K = 3
 
 
-@dataclasses.dataclass
-class ImageClassificationConfig(ImageDataConfig):
-    # the defaults reach >= 0.98 test accuracy on digits in a few seconds on two CPU cores
-    # (benchmarks/vision.py) and >= 0.99 on MNIST in 3 epochs
-    epochs: int = option(20, "number of passes over the training data")
-    batch_size: int = option(32, "samples per batch")
-    lr: float = option(3e-3, "learning rate (the peak rate for onecycle)")
-    scheduler: str = option("onecycle", "learning-rate schedule, stepped per optimizer step (plateau: per epoch)",
-                            choices=SCHEDULERS)
-    monitor: str = option("val/accuracy", "metric that picks the best checkpoint and drives early stopping")
-    model: str = option("cnn", "cnn (the chapter's), lenet5, resnet18 (small-input stem) or one another "
-                        "package registers for vision.classify", registry="model")
-    channels: list[int] = option([32, 64], "filters of each conv/activation/pool block of the cnn; "
-                                 "the number of entries is its depth")
-    activation: str = option("relu", "activation of the cnn and lenet5: relu, sigmoid or tanh",
-                             choices=tuple(ACTIVATIONS))
-    hidden: int = option(128, "units of the cnn's fully connected hidden layer")
-    dropout: float = option(0.25, "dropout before and after the cnn's hidden layer")
-    weights: Optional[Path] = option(None, "start from matching tensors of this local weights file "
-                                     "(.safetensors or a torch state dict)")
-    label_smoothing: float = option(0.0, "label smoothing of the training cross-entropy")
-    augment: bool = option(False, "augment training images (rotation, translation, optional flips)")
-    rotation: float = option(10.0, "largest random rotation in degrees when augmenting")
-    translate: float = option(0.1, "largest random shift as a fraction of the image side when augmenting")
-    hflip: bool = option(False, "also flip training images left-right at random when augmenting "
-                         "(not for digits or letters)")
-
-    def validate(self) -> None:
-        super().validate()
-        check_fractions(self, "dropout", "label_smoothing")
-        if not 0 <= self.translate <= 1:
-            raise UsageError(f"invalid value for 'translate': {self.translate}; expected a fraction in [0, 1]")
-        if self.rotation < 0:
-            raise UsageError(f"invalid value for 'rotation': {self.rotation}; expected a value >= 0")
-        if self.hidden < 1 or any(c < 1 for c in self.channels):
-            raise UsageError(f"hidden ({self.hidden}) and every entry of channels ({self.channels}) must be >= 1")
-        if self.weights is not None and not self.weights.is_file():
-            raise UsageError(f"weights file not found: {self.weights}")
 
 
 class ImageClassificationTask(Task):

@@ -19,20 +19,19 @@ epoch on the validation split, and once at the end as ``gan/...`` in ``metrics.j
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from torchmetrics import MeanMetric
 from torchvision.transforms.v2 import functional as TF
 
-from dlguide import (DataSplits, RawInput, RunInterrupted, Task, UsageError, build_optimizer, check_fractions,
-                     first_line, load_run, model_device, option, predict, resume_run, run_task)
-from dlguide_vision.config import ImageDataConfig, load_task_images
+from dlguide import (DataSplits, RawInput, RunInterrupted, Task, UsageError, build_optimizer, first_line, load_run,
+                     model_device, predict, resume_run, run_task)
+from dlguide_vision.config import ImageGenerationConfig, load_task_images
 from dlguide_vision.datasets import ImageDataset
 from dlguide_vision.gan_models import layout
 from dlguide_vision.gan_quality import CONFIDENT, ClassifierScorer, frechet_metric, prefixed, sample_quality
@@ -41,46 +40,6 @@ GRID = 64  # samples in the per-epoch grid: 8 x 8
 MAX_SEED = 2**63  # seeds of torch.Generator.manual_seed that every platform takes
 
 
-@dataclasses.dataclass
-class ImageGenerationConfig(ImageDataConfig):
-    # DCGAN's settings: Adam at 2e-4 with beta1 0.5, batches of 64
-    epochs: int = option(30, "number of passes over the training data")
-    batch_size: int = option(64, "samples per batch")
-    lr: float = option(2e-4, "learning rate of both players")
-    beta1: float = option(0.5, "Adam's first-moment decay for both players (DCGAN: 0.5)")
-    monitor: str = option("val/frechet_distance", "metric that picks the best checkpoint")
-    model: str = option("dcgan", "dcgan, or a GAN another package registers for vision.gan", registry="model")
-    latent_dim: int = option(64, "length of the generator's input noise vector")
-    g_features: int = option(32, "feature maps of the generator's last hidden layer (doubling towards the input)")
-    d_features: int = option(32, "feature maps of the discriminator's first layer (doubling towards the output)")
-    extra_layers: int = option(0, "3x3 convolution layers added at the generator's last and the discriminator's "
-                               "first hidden resolution (n_extra_layers of DCGAN's reference code)")
-    ema_decay: float = option(0.999, "decay of the moving average of the generator's weights that makes the "
-                              "samples (0: sample from the training generator); short runs warm it up")
-    label_smoothing: float = option(0.0, "one-sided label smoothing: the discriminator's target for real images "
-                                    "is 1 - this value (0.1 is common)")
-    classifier: Optional[Path] = option(None, "a finished vision.classify run on the same data that scores the "
-                                        "samples (default: train one into <run>/classifier)")
-    classifier_epochs: int = option(0, "epochs of the classifier trained on the fly (0: 20 for digits, 3 for "
-                                    "larger data sets)")
-    quality_samples: int = option(1000, "generated images scored at the end of the run (gan/... metrics)")
-
-    def validate(self) -> None:
-        super().validate()
-        if not 0 <= self.label_smoothing < 0.5:
-            raise UsageError(f"invalid value for 'label_smoothing': {self.label_smoothing}; expected a number in "
-                             "[0, 0.5)")
-        check_fractions(self, "ema_decay", "beta1")
-        for key in ("latent_dim", "g_features", "d_features", "quality_samples"):
-            if getattr(self, key) < (2 if key == "quality_samples" else 1):
-                raise UsageError(f"invalid value for {key!r}: {getattr(self, key)}; expected a positive integer"
-                                 + (" >= 2" if key == "quality_samples" else ""))
-        if self.extra_layers < 0:
-            raise UsageError(f"invalid value for 'extra_layers': {self.extra_layers}; expected an integer >= 0")
-        if self.classifier_epochs < 0:
-            raise UsageError(f"invalid value for 'classifier_epochs': {self.classifier_epochs}; expected >= 0")
-        if self.classifier is not None and not (self.classifier / "config.yaml").is_file():
-            raise UsageError(f"classifier {self.classifier} is not a dlguide run directory (no config.yaml)")
 
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:

@@ -30,8 +30,10 @@ import torch
 from torch import nn
 
 from dlguide import UsageError, first_line
+from dlguide_vision.config import ACTIVATION_NAMES
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+assert tuple(ACTIVATIONS) == ACTIVATION_NAMES  # the config's choices, kept without torch
 
 
 def _activation(name: str) -> nn.Module:

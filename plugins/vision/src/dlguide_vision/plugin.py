@@ -15,13 +15,13 @@ def dlguide_register(registry: Registry) -> None:
         "vision.classify",
         "dlguide_vision.classify:ImageClassificationTask",
         "classify images with a CNN, LeNet-5 or ResNet-18 (digits, MNIST family, CIFAR-10, a folder)",
-        demo={"epochs": 8},
+        demo={"epochs": 8}, config="dlguide_vision.config:ImageClassificationConfig",
     )
     registry.add_task(
         "vision.gan",
         "dlguide_vision.gan:ImageGenerationTask",
         "generate images with a DCGAN, scored by a classifier of the same data (digits, MNIST family, CIFAR-10)",
-        demo={"epochs": 40, "classifier_epochs": 8},
+        demo={"epochs": 40, "classifier_epochs": 8}, config="dlguide_vision.config:ImageGenerationConfig",
     )
     for name, summary in (
         ("cnn", "the chapter's CNN: conv/activation/pool blocks, then fully connected layers"),
