@@ -145,27 +145,29 @@ def main() -> int:
     args = parser.parse_args()
     rng = random.Random(args.seed)
     results: dict[str, Any] = {"command": " ".join(["python", "benchmarks/faults.py", *sys.argv[1:]]), "tasks": {}}
+    failed = False
     for task in args.tasks:
         print(f"{task}: {args.kills} kills at random moments, SIGTERM at {len(STAGES)} stages", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
-            results["tasks"][task] = run_task_faults(task, args.kills, rng, Path(tmp))
-    results["environment"] = environment()
-    print()
-    failed = False
-    for task, r in results["tasks"].items():
-        print(f"{task:16s} runs {r['runs']}  interrupted {r['interrupted']}  resumed {r['resumed']}  exact {r['exact']}  "
-              f"stray files {r['stray_files']}  stranded {r['stranded']}")
-        failed |= r["resumed"] != r["runs"] or r["exact"] != r["runs"] or r["stray_files"] > 0
-    # tasks measured by earlier commands stay in the file, each with the command that measured it
-    earlier = load_json(RESULTS / "faults.json")
-    for r in results["tasks"].values():
+            r = run_task_faults(task, args.kills, rng, Path(tmp))
         r["command"] = results["command"]
-    for task, r in earlier.get("tasks", {}).items():
-        if task not in results["tasks"]:
-            r.setdefault("command", earlier.get("command", ""))
-            results["tasks"][task] = r
-    save_json(RESULTS / "faults.json", results)
+        results["tasks"][task] = r
+        print(f"{task:16s} runs {r['runs']}  interrupted {r['interrupted']}  resumed {r['resumed']}  exact {r['exact']}  "
+              f"stray files {r['stray_files']}  stranded {r['stranded']}", flush=True)
+        failed |= r["resumed"] != r["runs"] or r["exact"] != r["runs"] or r["stray_files"] > 0
+        save(results)  # after each task: a long command stopped early keeps what it measured
     return 1 if failed else 0
+
+
+def save(results: dict[str, Any]) -> None:
+    """Write the results, keeping the tasks that earlier commands measured (each names its command)."""
+    earlier = load_json(RESULTS / "faults.json")
+    merged = {**results, "tasks": dict(results["tasks"]), "environment": environment()}
+    for task, r in earlier.get("tasks", {}).items():
+        if task not in merged["tasks"]:
+            r.setdefault("command", earlier.get("command", ""))
+            merged["tasks"][task] = r
+    save_json(RESULTS / "faults.json", merged)
 
 
 if __name__ == "__main__":
