@@ -1,6 +1,7 @@
 """Install the Debian packages some tests need, when they are missing and this is a root
-Debian machine (CI, a fresh container): chromium drives the served web page in a real headless
-browser. Elsewhere it says what is missing and the tests that need it skip with that message.
+Debian machine (CI, a fresh container): chromium drives the served web page and the report in a
+real headless browser, and PostgreSQL serves a study that two tuning processes share. Elsewhere
+it says what is missing and the tests that need it skip with that message.
 
     python tools/install_system_packages.py
 """
@@ -12,7 +13,7 @@ import shutil
 import subprocess
 import sys
 
-PACKAGES = {"chromium": "chromium"}  # command -> Debian package
+PACKAGES = {"chromium": "chromium", "pg_ctlcluster": "postgresql"}  # command -> Debian package
 
 
 def main() -> int:

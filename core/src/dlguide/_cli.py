@@ -344,11 +344,15 @@ def build_parser(rt: Runtime) -> Parser:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(handler=cmd_demo)
 
+    from dlguide._lrfind import add_lr_find_command
     from dlguide._report import add_report_command
     from dlguide._serve import add_serve_command
+    from dlguide._tune import add_tune_command
 
-    add_serve_command(sub)  # imports nothing heavy until it runs
+    add_serve_command(sub)  # these import nothing heavy until they run
     add_report_command(sub)
+    add_tune_command(sub)
+    add_lr_find_command(sub)
     add_commands(rt, sub)  # each plugin's on its own: one that fails is reported and skipped
     return parser
 

@@ -1,0 +1,730 @@
+"""``dlguide tune``: a hyperparameter search over any task with Optuna.
+
+    dlguide tune example.sine --space space.yaml --trials 20 --out runs/sine-tune
+    dlguide run example.sine --config runs/sine-tune/best.yaml
+
+    # space.yaml: config keys and the distributions they are drawn from
+    lr: {loguniform: [1e-4, 1e-1]}
+    hidden: {int: [8, 64], step: 8}      # int also takes log: true
+    dropout: {uniform: [0, 0.5]}         # uniform also takes step
+    model: {choice: [cnn, lenet5]}
+
+Each trial is an ordinary run directory (``OUT/trial_0003``) started by ``run_task`` with the
+``--set`` values and the sampled ones; a run-scoped hook object reports the task's ``monitor``
+to Optuna at every epoch end and, when the pruner says so, stops the run as early stopping
+does (the run finishes cleanly, the trial is PRUNED). A trial's value is its run's best
+monitored value. The study lives in ``OUT/study.db`` (SQLite) unless ``--storage`` names
+another database (PostgreSQL for processes on several machines); rerunning the command goes
+on with the study. ``--workers K`` starts K processes that share the storage: threads would
+share torch's global random state and seeding, which every run resets. At the end: a table of
+the trials, ``best.yaml`` (the best run's resolved config), ``study.json`` and two pictures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import math
+import os
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dlguide._errors import DlguideError, RunError, RunInterrupted, UsageError, did_you_mean, first_line, quote
+from dlguide.hookspecs import hookimpl
+
+KINDS = ("loguniform", "uniform", "int", "choice")
+OPTIONS = {"loguniform": (), "uniform": ("step",), "int": ("step", "log"), "choice": ()}
+SAMPLERS = ("tpe", "random", "grid")
+PRUNERS = ("median", "hyperband", "none")
+#: a RUNNING trial whose process has sent no heartbeat for two of these is marked FAIL
+HEARTBEAT_S = 30
+#: epochs a trial trains before the median pruner judges it (the first epoch's figures are too noisy)
+JUDGED_FROM_EPOCH = 2
+DRIVERS = {"psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient",
+           "pymysql": "pymysql"}
+
+
+def require_optuna() -> None:
+    if importlib.util.find_spec("optuna") is None:
+        raise UsageError("dlguide tune needs optuna: pip install 'dlguide-core[tune]'")
+
+
+# -- the search space -------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Dimension:
+    """One config key of the search space and the distribution its values are drawn from."""
+
+    key: str
+    kind: str  # one of KINDS
+    low: float = 0
+    high: float = 0
+    choices: tuple[Any, ...] = ()
+    log: bool = False
+    step: float | None = None
+
+    def suggest(self, trial: Any) -> Any:
+        if self.kind == "choice":
+            return trial.suggest_categorical(self.key, list(self.choices))
+        if self.kind == "int":
+            return trial.suggest_int(self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(self.key, self.low, self.high, step=self.step, log=self.log)
+
+    def extremes(self) -> list[Any]:
+        """The values that show whether the task's config takes this dimension."""
+        return list(self.choices) if self.kind == "choice" else [self.low, self.high]
+
+    def grid(self) -> list[Any]:
+        if self.kind == "choice":
+            return list(self.choices)
+        if self.kind == "int":
+            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+        if self.step is None:
+            raise UsageError(f"--sampler grid needs values to list: {self.key!r} is {self.kind} without a step; "
+                             "give it a step or make it a choice")
+        count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+        return [round(self.low + i * self.step, 12) for i in range(count)]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The space file's form of this dimension."""
+        spec: dict[str, Any] = {self.kind: list(self.choices) if self.kind == "choice" else [self.low, self.high]}
+        if self.kind == "int" and self.log:
+            spec["log"] = True
+        if self.step is not None:
+            spec["step"] = self.step
+        return spec
+
+
+def _number(value: Any) -> float | None:
+    """A finite number from YAML (which reads ``1e-4``, without a dot, as text), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def parse_space(data: Any, where: str) -> list[Dimension]:
+    """The dimensions of a space file's mapping, or a one-line UsageError naming the bad entry."""
+    if not isinstance(data, Mapping) or not data:
+        raise UsageError(f"{where} must map config keys to distributions, e.g. 'lr: {{loguniform: [1e-4, 1e-1]}}'")
+    return [_dimension(str(key), spec, where) for key, spec in data.items()]
+
+
+def _dimension(key: str, spec: Any, where: str) -> Dimension:
+    def bad(message: str) -> UsageError:
+        return UsageError(f"{where}: {key!r}: {message}")
+
+    if not isinstance(spec, Mapping):
+        raise bad(f"expected a distribution ({', '.join(KINDS)}) such as {{uniform: [0, 0.5]}}, not {quote(spec)}")
+    unknown = [k for k in spec if k not in KINDS and k not in ("step", "log")]
+    if unknown:
+        raise bad(f"unknown distribution {quote(unknown[0])}; expected one of {', '.join(KINDS)}"
+                  + did_you_mean(str(unknown[0]), KINDS))
+    kinds = [k for k in spec if k in KINDS]
+    if len(kinds) != 1:
+        raise bad(f"expected one distribution ({', '.join(KINDS)}), got {', '.join(kinds) or 'none'}")
+    kind, args = kinds[0], spec[kinds[0]]
+    extra = [k for k in spec if k != kind and k not in OPTIONS[kind]]
+    if extra:
+        raise bad(f"{kind} takes no {extra[0]!r}" + (f" (its options: {', '.join(OPTIONS[kind])})" if OPTIONS[kind]
+                                                     else ""))
+    if kind == "choice":
+        if not isinstance(args, list) or not args:
+            raise bad("choice takes a list of values, e.g. {choice: [cnn, lenet5]}")
+        if not all(v is None or isinstance(v, (str, int, float, bool)) for v in args):
+            raise bad("choice values must be strings, numbers, booleans or null")
+        if len({repr(v) for v in args}) != len(args):
+            raise bad("choice lists a value twice")
+        return Dimension(key, kind, choices=tuple(args))
+    bounds = [_number(v) for v in args] if isinstance(args, list) and len(args) == 2 else [None]
+    if None in bounds:
+        raise bad(f"{kind} takes [low, high], two numbers, not {quote(args)}")
+    low, high = bounds
+    if kind == "int" and not (low.is_integer() and high.is_integer()):
+        raise bad(f"int takes two integers, not {quote(args)}")
+    if low > high:
+        raise bad(f"low {low:g} is above high {high:g}")
+    log = kind == "loguniform" or spec.get("log", False)
+    if not isinstance(log, bool):
+        raise bad(f"log takes true or false, not {quote(log)}")
+    step = spec.get("step")
+    if step is not None:
+        step = _number(step)
+        if step is None or step <= 0 or (kind == "int" and not step.is_integer()):
+            raise bad(f"step must be a number above 0{' (an integer)' if kind == 'int' else ''}, "
+                      f"not {quote(spec['step'])}")
+        if log:
+            raise bad("log and step do not go together")
+    if log and low <= 0:
+        raise bad(f"a log scale needs low above 0, not {low:g}")
+    if kind == "int":
+        return Dimension(key, kind, int(low), int(high), log=log, step=None if step is None else int(step))
+    return Dimension(key, kind, low, high, log=log, step=step)
+
+
+def read_space(path: str | Path) -> list[Dimension]:
+    """The dimensions of a YAML (or ``.toml``) space file."""
+    import tomllib
+
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"space file not found: {file}")
+    try:
+        text = file.read_text(encoding="utf-8")
+        data = tomllib.loads(text) if file.suffix == ".toml" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError, RecursionError) as exc:  # ValueError: not UTF-8, TOML
+        raise UsageError(f"cannot parse space file {file}: {first_line(exc)}") from None
+    return parse_space(data, f"space file {file}")
+
+
+def as_text(value: Any) -> str:
+    """A sampled value as a ``--set`` value."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "none"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+# -- settings ---------------------------------------------------------------------------------
+@dataclasses.dataclass
+class TuneSettings:
+    """One ``dlguide tune`` command, checked; what each worker process is given."""
+
+    task: str
+    space: list[Dimension]
+    space_file: str
+    study: str
+    storage: str
+    out: str
+    trials: int = 20
+    timeout: float | None = None
+    sampler: str = "tpe"
+    pruner: str = "median"
+    startup_trials: int = 5
+    workers: int = 1
+    sets: list[str] = dataclasses.field(default_factory=list)
+    seed: int | None = None
+    quiet: bool = False
+    # from the task's config, once the space is checked against it
+    monitor: str = ""
+    direction: str = ""
+    epochs: int = 0
+
+    def signature(self) -> dict[str, Any]:
+        """What trials of one study must share: kept in the study, compared when it is continued."""
+        return {"task": self.task, "space": {d.key: d.as_dict() for d in self.space}, "set": list(self.sets)}
+
+
+def _flat_keys(tree: Mapping[str, Any], prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    for key, value in tree.items():
+        keys |= _flat_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}"}
+    return keys
+
+
+def check_space(settings: TuneSettings, runtime: Any) -> None:
+    """Build the task's config with each dimension's extreme values (and the ``--set`` ones), so
+    that an unknown key or a value of the wrong type is a usage error before any trial."""
+    from dlguide._config import describe, parse_overrides
+    from dlguide._runs import build_task
+
+    where = f"space file {settings.space_file}"
+    base = build_task(settings.task, overrides=settings.sets, runtime=runtime)
+    fixed = _flat_keys(parse_overrides(settings.sets))
+    types = {info.key: info.type.split(" | ") for info in describe(type(base.config))}
+    for dim in settings.space:
+        if dim.key in fixed:
+            raise UsageError(f"{dim.key!r} is both in the {where} and set with --set; drop one")
+        numeric = {"int": {"int", "float"}, "uniform": {"float"}, "loguniform": {"float"}}.get(dim.kind, set())
+        if numeric and dim.key in types and not numeric & set(types[dim.key]):
+            instead = "int" if "int" in types[dim.key] else "choice"
+            raise UsageError(f"{where}: {dim.key!r} has type {' | '.join(types[dim.key])}; {dim.kind} draws "
+                             f"{'integers' if dim.kind == 'int' else 'real numbers'} (use {instead})")
+        for value in dim.extremes():  # an unknown key, a value out of range, a choice the task lacks
+            try:
+                build_task(settings.task, overrides=[*settings.sets, f"{dim.key}={as_text(value)}"], runtime=runtime)
+            except UsageError as exc:
+                raise UsageError(f"{where}: {first_line(exc)}") from None
+        if settings.sampler == "grid":
+            dim.grid()
+    settings.monitor = base.config.monitor
+    settings.direction = "maximize" if base.monitor_mode() == "max" else "minimize"
+    settings.epochs = base.config.epochs
+
+
+def make_settings(task: str, space: str | Path, *, trials: int = 20, timeout: float | None = None,
+                  study: str | None = None, storage: str | None = None, sampler: str = "tpe", pruner: str = "median",
+                  startup_trials: int = 5, workers: int = 1, out: str | Path | None = None,
+                  overrides: Iterable[str] = (), seed: int | None = None, quiet: bool = False) -> TuneSettings:
+    """The command's options checked, as one-line usage errors."""
+    for name, value, low in (("trials", trials, 0), ("workers", workers, 1), ("startup-trials", startup_trials, 0)):
+        if value < low:
+            raise UsageError(f"--{name} must be >= {low}, not {value}")
+    if timeout is not None and not timeout > 0:
+        raise UsageError(f"--timeout must be > 0 seconds, not {timeout}")
+    if sampler not in SAMPLERS or pruner not in PRUNERS:
+        raise UsageError(f"unknown sampler {sampler!r} or pruner {pruner!r}; expected a sampler among "
+                         f"{', '.join(SAMPLERS)} and a pruner among {', '.join(PRUNERS)}")
+    dims = read_space(space)
+    study = study or Path(space).stem
+    folder = Path(out) if out is not None else Path("runs") / task / f"tune-{study}"
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--out {folder} is a file; expected the study folder")
+    return TuneSettings(task=task, space=dims, space_file=str(space), study=study,
+                        storage=storage or f"sqlite:///{(folder / 'study.db').resolve()}", out=str(folder),
+                        trials=trials, timeout=timeout, sampler=sampler, pruner=pruner, startup_trials=startup_trials,
+                        workers=workers, sets=list(overrides), seed=seed, quiet=quiet)
+
+
+# -- the study --------------------------------------------------------------------------------
+def redact(url: str) -> str:
+    """A storage URL without its password, for messages and study.json."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1] if "@" in url else url
+
+
+def open_storage(url: str) -> Any:
+    """Optuna's RDB storage with heartbeats (a killed worker's trial is failed, not left running)."""
+    import optuna
+
+    given = url
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        url = "postgresql+psycopg2://" + url.removeprefix("postgresql://")  # SQLAlchemy 2.1 defaults to psycopg 3
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}  # waits for the file's lock
+    attempt = 0
+    while True:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S)
+        except ImportError as exc:  # the database's driver
+            module = getattr(exc.__cause__, "name", None) or exc.name or "its driver"
+            raise UsageError(f"storage {redact(given)} needs the module {module}: pip install "
+                             f"{DRIVERS.get(module, module)}") from None
+        except (IntegrityError, ProgrammingError) as exc:
+            # processes that open a new database together race to create its tables; the losers
+            # find them made when they look again
+            attempt += 1
+            if attempt == 4:
+                raise UsageError(f"cannot open storage {redact(given)}: {first_line(exc)}") from None
+            time.sleep(0.5 * attempt)
+        except Exception as exc:  # a bad URL, a server that refuses
+            raise UsageError(f"cannot open storage {redact(given)}: {first_line(exc)}") from None
+
+
+def _sampler(settings: TuneSettings, done: int, worker: int) -> Any:
+    """Each worker, and each rerun, draws from its own seed: the same one would repeat the same trials."""
+    import numpy as np
+    import optuna
+
+    seed = None if settings.seed is None else int(np.random.SeedSequence([settings.seed, done, worker])
+                                                  .generate_state(1)[0])
+    if settings.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if settings.sampler == "grid":
+        return optuna.samplers.GridSampler({d.key: d.grid() for d in settings.space}, seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # constant_liar: a running trial counts as a bad one, so parallel workers spread out
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=settings.startup_trials, constant_liar=True)
+
+
+def _pruner(settings: TuneSettings) -> Any:
+    import optuna
+
+    if settings.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=settings.startup_trials, n_warmup_steps=JUDGED_FROM_EPOCH)
+    if settings.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(settings.epochs, 1))
+    return optuna.pruners.NopPruner()
+
+
+def open_study(settings: TuneSettings, storage: Any, done: int = 0, worker: int = 0) -> Any:
+    """Create the study, or load it when it exists and was made with the same task, space and ``--set``."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # each trial is told in one line of ours
+    study = optuna.create_study(storage=storage, study_name=settings.study, direction=settings.direction,
+                                load_if_exists=True, sampler=_sampler(settings, done, worker),
+                                pruner=_pruner(settings))
+    saved = study.user_attrs.get("dlguide")
+    if saved is None:
+        study.set_user_attr("dlguide", settings.signature())
+    elif saved != json.loads(json.dumps(settings.signature())):
+        raise UsageError(f"study {settings.study!r} in {redact(settings.storage)} was made for {saved['task']} with "
+                         "another space or other --set values; continue it with those or choose another --study")
+    if study.direction.name.lower() != settings.direction:
+        raise UsageError(f"study {settings.study!r} is to {study.direction.name.lower()} {settings.monitor}, "
+                         f"not {settings.direction}; choose another --study")
+    return study
+
+
+class TrialFailed(Exception):
+    """A trial's run stopped on an error of its own (a NaN loss, a bad combination of values)."""
+
+
+class PruningReporter:
+    """A run's hook object: reports the monitored metric to the Optuna trial at each epoch end and
+    stops the run cleanly, as early stopping does, when the pruner says so."""
+
+    def __init__(self, trial: Any) -> None:
+        self.trial = trial
+        self.pruned_at: int | None = None
+
+    @hookimpl
+    def dlguide_epoch_end(self, trainer: Any, epoch: int, metrics: dict[str, float]) -> None:
+        from dlguide._callbacks import monitored
+
+        value = float(monitored(trainer, metrics))
+        self.trial.report(value, epoch)
+        if self.pruned_at is None and self.trial.should_prune():
+            self.pruned_at = epoch
+            trainer.should_stop = True
+            trainer.stop_reason = f"pruned by the tuner at epoch {epoch}: {trainer.config.monitor} {value:.6g}"
+
+
+class Objective:
+    """One trial: an ordinary run of the task with the sampled values set."""
+
+    def __init__(self, settings: TuneSettings, runtime: Any) -> None:
+        self.settings, self.runtime = settings, runtime
+
+    def __call__(self, trial: Any) -> float:
+        import optuna
+
+        from dlguide._runs import run_task
+
+        s = self.settings
+        params = {dim.key: dim.suggest(trial) for dim in s.space}
+        sets = [*s.sets, *(f"{key}={as_text(value)}" for key, value in params.items())]
+        run_dir = Path(s.out) / f"trial_{trial.number:04d}"
+        trial.set_user_attr("run_dir", str(run_dir.resolve()))
+        trial.set_user_attr("overrides", sets)
+        reporter = PruningReporter(trial)
+        try:
+            result = run_task(s.task, overrides=sets, out=run_dir, runtime=self.runtime, progress="none",
+                              plugins={"dlguide.tune": reporter})
+        except RunInterrupted as exc:  # its run could be resumed, but the trial is over: the study goes on
+            raise RunInterrupted(f"interrupted in trial {trial.number}; the study keeps the trials it finished: "
+                                 "rerun the command to go on", exc.exit_code - 128) from None
+        except DlguideError as exc:
+            trial.set_user_attr("error", first_line(exc))
+            raise TrialFailed(first_line(exc)) from None
+        if reporter.pruned_at is not None:
+            raise optuna.TrialPruned(f"pruned at epoch {reporter.pruned_at}")
+        return float(result.metrics[s.monitor])  # the best epoch's figure (metrics.json)
+
+
+def trial_row(trial: Any) -> dict[str, Any]:
+    """One trial as the table and study.json show it: a value for a complete trial only (Optuna
+    gives a pruned one its last report, which its curve holds)."""
+    curve = sorted(trial.intermediate_values.items())
+    value = _finite(trial.value) if trial.state.name == "COMPLETE" else None
+    return {"number": trial.number, "state": trial.state.name, "value": value,
+            "epochs": curve[-1][0] if curve else 0, "params": dict(trial.params),
+            "run_dir": trial.user_attrs.get("run_dir"), "set": trial.user_attrs.get("overrides"),
+            "error": trial.user_attrs.get("error"), "curve": [[step, _finite(v)] for step, v in curve]}
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def _say_trial(monitor: str) -> Any:
+    def callback(study: Any, trial: Any) -> None:
+        row = trial_row(trial)
+        params = " ".join(f"{k}={as_text(v)}" for k, v in row["params"].items())
+        value = "" if row["value"] is None else f"  {monitor} {row['value']:.6g}"
+        why = f": {row['error']}" if row["error"] else ""
+        print(f"trial {row['number']} {row['state'].lower()}{why}{value}  ({row['epochs']} epochs)  {params}",
+              file=sys.stderr, flush=True)
+    return callback
+
+
+def optimize(settings: TuneSettings, quota: int, worker: int = 0, done: int = 0, runtime: Any = None) -> None:
+    """Run ``quota`` trials of the study in this process (a worker)."""
+    from dlguide._plugins import get_runtime
+
+    study = open_study(settings, open_storage(settings.storage), done, worker)
+    callbacks = [] if settings.quiet else [_say_trial(settings.monitor)]
+    study.optimize(Objective(settings, runtime or get_runtime()), n_trials=quota, timeout=settings.timeout,
+                   catch=(TrialFailed,), callbacks=callbacks)
+
+
+def _worker_main(settings: TuneSettings, quota: int, worker: int, done: int) -> None:
+    """A worker process's body: its share of the trials, errors as one line and an exit code."""
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.workers))  # the workers share the cores
+    try:
+        optimize(settings, quota, worker, done)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # told as the command tells it, in one line
+        what = first_line(exc) if isinstance(exc, DlguideError) else f"{type(exc).__name__}: {first_line(exc)}"
+        print(f"dlguide: error: worker {worker}: {what}", file=sys.stderr, flush=True)
+        sys.exit(getattr(exc, "exit_code", 1))
+
+
+def _run_workers(settings: TuneSettings, done: int) -> list[tuple[int, int]]:
+    """K processes share the trials; returns (worker, exit code) of those that failed."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch state forked
+    k = settings.workers
+    quotas = [settings.trials // k + (i < settings.trials % k) for i in range(k)]
+    procs = [(i, context.Process(target=_worker_main, args=(settings, q, i, done), name=f"dlguide-tune-{i}"))
+             for i, q in enumerate(quotas) if q]
+    for _, proc in procs:
+        proc.start()
+    try:
+        for _, proc in procs:
+            proc.join()
+    except KeyboardInterrupt:  # the workers got the signal too: they checkpoint their runs and stop
+        for _, proc in procs:
+            proc.join(timeout=60)
+        raise
+    return [(i, proc.exitcode) for i, proc in procs if proc.exitcode]
+
+
+# -- the command ------------------------------------------------------------------------------
+@dataclasses.dataclass
+class TuneResult:
+    """A study as it stands after the command: its trials and what was written."""
+
+    study: str
+    out: Path
+    monitor: str
+    direction: str
+    trials: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    files: list[Path]
+
+
+def tune(task: str, space: str | Path, *, runtime: Any = None, **options: Any) -> TuneResult:
+    """Run a study (``options``: those of ``make_settings``) and report it; see the module's docstring."""
+    require_optuna()
+    from dlguide._plugins import get_runtime
+
+    rt = runtime or get_runtime()
+    settings = make_settings(task, space, **options)
+    check_space(settings, rt)  # before anything is written: a bad space leaves nothing
+    out = Path(settings.out)
+    marker = out / "study.json"
+    if marker.is_file():
+        try:
+            known = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise UsageError(f"{marker} is not a study summary; choose another --out") from None
+        if (known.get("study"), known.get("storage")) != (settings.study, redact(settings.storage)):
+            raise UsageError(f"{out} holds study {known.get('study')!r} ({known.get('storage')}); choose another --out")
+    made = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)  # first: the default storage is a file in it
+    try:
+        study = open_study(settings, open_storage(settings.storage))
+    except BaseException:
+        if made:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    done = len(study.get_trials(deepcopy=False))
+    if not done and any(out.glob("trial_*")):
+        raise UsageError(f"{out} holds trial folders of a study that {redact(settings.storage)} does not have; "
+                         "choose another --out")
+    failed: list[tuple[int, int]] = []
+    if settings.trials and settings.workers == 1:
+        optimize(settings, settings.trials, 0, done, rt)
+    elif settings.trials:
+        failed = _run_workers(settings, done)
+    result = report(study, settings, rt)
+    if failed:
+        worker, code = failed[0]
+        raise RunError(f"{len(failed)} of {settings.workers} workers failed (worker {worker}: exit code {code}); "
+                       "their running trials are lost, the others are kept: rerun the command to go on")
+    return result
+
+
+def report(study: Any, settings: TuneSettings, runtime: Any) -> TuneResult:
+    """Write study.json, best.yaml and the pictures of a study as it stands."""
+    from dlguide._rundir import write_text_atomic
+
+    out = Path(settings.out)
+    rows = [trial_row(t) for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)]
+    complete = [r for r in rows if r["state"] == "COMPLETE" and r["value"] is not None]
+    pick = min if settings.direction == "minimize" else max
+    best = pick(complete, key=lambda r: r["value"]) if complete else None
+    files = [draw_history(rows, out / "optimization_history.png", settings)]
+    importances = param_importances(study, len(complete))
+    if importances:
+        files.append(draw_importances(importances, out / "param_importances.png", settings.study))
+    if best is not None:
+        files.append(write_best(best, out / "best.yaml", settings, runtime))
+    states = {state: sum(r["state"] == state for r in rows) for state in sorted({r["state"] for r in rows})}
+    summary = {"study": settings.study, "storage": redact(settings.storage), "task": settings.task,
+               "monitor": settings.monitor, "direction": settings.direction, "space": settings.signature()["space"],
+               "set": settings.sets, "sampler": settings.sampler, "pruner": settings.pruner,
+               "trials": len(rows), "states": states, "epochs_total": sum(r["epochs"] for r in rows),
+               "best": best, "param_importances": importances, "trial_rows": rows}
+    write_text_atomic(out / "study.json", json.dumps(summary, indent=2, default=str) + "\n")
+    files.append(out / "study.json")
+    return TuneResult(settings.study, out, settings.monitor, settings.direction, rows, best, files)
+
+
+def write_best(best: dict[str, Any], path: Path, settings: TuneSettings, runtime: Any) -> Path:
+    """The best trial's full resolved config, as ``dlguide run TASK --config`` takes it."""
+    from dlguide._config import dump_yaml, to_dict
+    from dlguide._rundir import RunDir, write_text_atomic
+    from dlguide._runs import build_task
+
+    run = RunDir(best["run_dir"] or "")
+    if best["run_dir"] and run.config_path.is_file():
+        _, config = run.read_config()  # without its "task" key
+    else:  # run by a worker on another machine: resolved again from its values
+        config = to_dict(build_task(settings.task, overrides=best["set"], runtime=runtime).config)
+    head = (f"# best trial {best['number']} of study {settings.study!r}: {settings.monitor} {best['value']:.6g}\n"
+            f"# dlguide run {settings.task} --config {path}\n")
+    write_text_atomic(path, head + dump_yaml(config))
+    return path
+
+
+def param_importances(study: Any, complete: int) -> dict[str, float] | None:
+    """fANOVA's importance of each sampled key for the objective (Optuna's, seeded), once two trials
+    completed; Optuna's default evaluator where scikit-learn, which fANOVA fits with, is missing."""
+    import optuna
+
+    if complete < 2:
+        return None
+    fanova = importlib.util.find_spec("sklearn") is not None
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0) if fanova else None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            found = optuna.importance.get_param_importances(study, evaluator=evaluator)
+            return {k: float(v) for k, v in found.items()}
+    except (ImportError, ValueError, RuntimeError, ZeroDivisionError):  # no scikit-learn; a space it cannot rate
+        return None
+
+
+def draw_history(rows: Sequence[dict[str, Any]], path: Path, settings: TuneSettings) -> Path:
+    """Left: each trial's value and the best so far; right: the monitored value per epoch of every
+    trial (pruned ones dashed), where pruning shows."""
+    from dlguide._plots import figure
+
+    fig = figure(11, 4)
+    left, right = fig.subplots(1, 2)
+    complete = [r for r in rows if r["state"] == "COMPLETE" and r["value"] is not None]
+    pruned = [r for r in rows if r["state"] == "PRUNED" and r["curve"] and r["curve"][-1][1] is not None]
+    left.scatter([r["number"] for r in complete], [r["value"] for r in complete], s=18, label="complete")
+    left.scatter([r["number"] for r in pruned], [r["curve"][-1][1] for r in pruned], s=18, marker="x",
+                 color="grey", label="pruned (last value)")
+    best: list[float] = []
+    for r in complete:
+        better = not best or (r["value"] < best[-1] if settings.direction == "minimize" else r["value"] > best[-1])
+        best.append(r["value"] if better else best[-1])
+    left.step([r["number"] for r in complete], best, where="post", color="tab:red", label="best so far")
+    left.set_xlabel("trial")
+    left.set_ylabel(settings.monitor)
+    for r in rows:
+        if r["curve"]:
+            steps, values = zip(*r["curve"])
+            right.plot(steps, values, linestyle="--" if r["state"] == "PRUNED" else "-", linewidth=1,
+                       color="grey" if r["state"] == "PRUNED" else None)
+    right.set_xlabel("epoch")
+    right.xaxis.get_major_locator().set_params(integer=True)
+    right.set_ylabel(f"{settings.monitor} (dashed: pruned)")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    if complete or pruned:
+        left.legend(fontsize=8, loc="upper right")
+    fig.suptitle(f"study {settings.study}: {settings.direction} {settings.monitor}")
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.9, wspace=0.25)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def draw_importances(importances: Mapping[str, float], path: Path, study: str) -> Path:
+    from dlguide._plots import figure
+
+    keys = sorted(importances, key=importances.get)
+    fig = figure(6, 1.2 + 0.4 * len(keys))
+    ax = fig.subplots()
+    ax.barh(keys, [importances[k] for k in keys])
+    ax.set_xlabel("importance for the objective (sums to 1)")
+    ax.set_title(f"study {study}: parameter importances")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def format_trials(result: TuneResult) -> str:
+    """The trials as an aligned table, then where the best config is."""
+    head = ("trial", "state", result.monitor, "epochs", "params")
+    body = [(str(r["number"]), r["state"], "-" if r["value"] is None else f"{r['value']:.6g}", str(r["epochs"]),
+             " ".join(f"{k}={as_text(v)}" for k, v in r["params"].items())) for r in result.trials]
+    widths = [max(len(row[i]) for row in (head, *body)) for i in range(4)]
+    lines = ["  ".join(c.rjust(w) if i in (0, 3) else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+             + "  " + row[4] for row in (head, *body)]
+    if result.best is None:
+        lines.append(f"no trial of study {result.study!r} has completed yet")
+    else:
+        lines.append(f"best: trial {result.best['number']}, {result.monitor} {result.best['value']:.6g}; "
+                     f"its config: {result.out / 'best.yaml'}")
+    return "\n".join(lines)
+
+
+def add_tune_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("tune", help="search a task's hyperparameters with Optuna (each trial is a run)")
+    p.add_argument("task", metavar="TASK", nargs="?")  # or the word after --set values
+    p.add_argument("--space", metavar="FILE", required=True,
+                   help="YAML file of config keys and distributions: loguniform, uniform, int, choice")
+    p.add_argument("--trials", metavar="N", type=int, default=20, help="trials this command runs (0: report only)")
+    p.add_argument("--timeout", metavar="S", type=float, help="start no trial after S seconds")
+    p.add_argument("--study", metavar="NAME", help="study name (default: the space file's name); a rerun continues it")
+    p.add_argument("--storage", metavar="URL", help="database URL of the study, e.g. postgresql://user@host/db to "
+                   "share it between machines (default sqlite:///OUT/study.db)")
+    p.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="how values are drawn (grid: every combination)")
+    p.add_argument("--pruner", choices=PRUNERS, default="median",
+                   help=f"stops poor trials early (median: judged from epoch {JUDGED_FROM_EPOCH})")
+    p.add_argument("--startup-trials", metavar="N", type=int, default=5,
+                   help="trials drawn at random and never pruned before TPE and the median pruner take over")
+    p.add_argument("--workers", metavar="K", type=int, default=1, help="trial processes in parallel")
+    p.add_argument("--out", metavar="DIR", help="study folder (default runs/TASK/tune-STUDY)")
+    p.add_argument("--set", metavar="KEY=VALUE", nargs="+", action="extend", default=[],
+                   help="config keys every trial shares")
+    p.add_argument("--seed", metavar="S", type=int, help="seed of the sampler")
+    p.add_argument("--quiet", action="store_true", help="no line per trial, the table only")
+    p.set_defaults(handler=cmd_tune)
+    return p
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from dlguide._cli import _positional
+
+    require_optuna()
+    _positional(args, "task", "TASK")
+    result = tune(args.task, args.space, runtime=args.runtime, trials=args.trials, timeout=args.timeout,
+                  study=args.study, storage=args.storage, sampler=args.sampler, pruner=args.pruner,
+                  startup_trials=args.startup_trials, workers=args.workers, out=args.out, overrides=args.set,
+                  seed=args.seed, quiet=args.quiet)
+    print(format_trials(result))
+    if result.best is None:
+        raise RunError(f"no trial of study {result.study!r} completed; see the table and {result.out / 'study.json'}")
+    return 0
