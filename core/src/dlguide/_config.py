@@ -267,24 +267,30 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) mapping of config keys."""
+    return read_mapping_file(path, "config file")
+
+
+def read_mapping_file(path: str | Path, what: str) -> dict[str, Any]:
+    """A YAML or TOML file holding one mapping (a config, a tuning space), with every way of
+    making it hostile (deep nesting, an alias bomb, a huge number) refused in one line naming ``what``."""
     p = Path(path)
     if not p.is_file():
-        raise UsageError(f"config file not found: {p}")
+        raise UsageError(f"{what} not found: {p}")
     try:
         text = p.read_text(encoding="utf-8")
         data = tomllib.loads(text) if p.suffix == ".toml" else yaml.safe_load(text)
     except RecursionError:
-        raise UsageError(f"cannot parse config file {p}: values nested too deeply") from None
+        raise UsageError(f"cannot parse {what} {p}: values nested too deeply") from None
     except (tomllib.TOMLDecodeError, yaml.YAMLError, ValueError) as exc:  # ValueError: not UTF-8, a long number
         reason = "a number has too many digits" if "integer string conversion" in str(exc) else first_line(exc)
-        raise UsageError(f"cannot parse config file {p}: {reason}") from None
+        raise UsageError(f"cannot parse {what} {p}: {reason}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise UsageError(f"config file {p} must hold a mapping of keys, not {type(data).__name__}")
+        raise UsageError(f"{what} {p} must hold a mapping of keys, not {type(data).__name__}")
     if _count_values(data, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:
-        raise UsageError(f"config file {p} expands to more than {MAX_CONFIG_VALUES} values (through YAML "
-                         "aliases or long lists); expected a mapping of config keys")
+        raise UsageError(f"{what} {p} expands to more than {MAX_CONFIG_VALUES} values (through YAML "
+                         "aliases or long lists); expected a mapping of keys")
     return data
 
 

@@ -36,7 +36,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from dlguide._errors import DlguideError, RunError, RunInterrupted, UsageError, did_you_mean, first_line, quote
 from dlguide.hookspecs import hookimpl
@@ -175,17 +174,9 @@ def _dimension(key: str, spec: Any, where: str) -> Dimension:
 
 def read_space(path: str | Path) -> list[Dimension]:
     """The dimensions of a YAML (or ``.toml``) space file."""
-    import tomllib
+    from dlguide._config import read_mapping_file
 
-    file = Path(path)
-    if not file.is_file():
-        raise UsageError(f"space file not found: {file}")
-    try:
-        text = file.read_text(encoding="utf-8")
-        data = tomllib.loads(text) if file.suffix == ".toml" else yaml.safe_load(text)
-    except (OSError, ValueError, yaml.YAMLError, RecursionError) as exc:  # ValueError: not UTF-8, TOML
-        raise UsageError(f"cannot parse space file {file}: {first_line(exc)}") from None
-    return parse_space(data, f"space file {file}")
+    return parse_space(read_mapping_file(path, "space file"), f"space file {path}")
 
 
 def as_text(value: Any) -> str:
