@@ -36,7 +36,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-
 from dlguide._errors import DlguideError, RunError, RunInterrupted, UsageError, did_you_mean, first_line, quote
 from dlguide.hookspecs import hookimpl
 
