@@ -268,3 +268,14 @@ def test_hook_calls_can_be_traced_and_hooks_listed(tmp_path):
     assert all(line.endswith(" ms)") for line in traced)
     listed = json.loads(dlguide("plugins", "--hooks", "--json").stdout)
     assert "example" in listed["dlguide_register"] and listed["dlguide_run_start"] == []
+
+
+def test_every_command_prints_its_help(capsys):
+    parser = build_parser(__import__("dlguide._plugins", fromlist=["get_runtime"]).get_runtime())
+    commands = sorted(parser._subparsers._group_actions[0].choices)
+    assert {"run", "export", "serve", "tune", "lr-find", "cv", "compare", "report"} <= set(commands)
+    for command in ["", *commands]:
+        with pytest.raises(SystemExit) as done:
+            main([command, "--help"] if command else ["--help"])
+        assert done.value.code == 0, command
+    assert "95% interval" in capsys.readouterr().out

@@ -316,7 +316,7 @@ def build_parser(rt: Runtime) -> Parser:
     p.set_defaults(handler=cmd_export)
 
     p = sub.add_parser("cv", help="K-fold cross-validation: one run per fold, then each metric's mean, std "
-                       "and 95% interval")
+                       "and 95%% interval")
     p.add_argument("task", metavar="TASK")
     p.add_argument("--folds", type=int, required=True, help="folds of the pooled train and validation samples")
     p.add_argument("--repeats", type=int, default=1, help="repeat with seeds seed, seed+1, ... (default 1)")
