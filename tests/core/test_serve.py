@@ -497,27 +497,51 @@ def test_missing_extra_is_one_line(runs, monkeypatch, capsys):
 
 
 # -- servers of their own -----------------------------------------------------------------------------------
-@pytest.mark.slow
-def test_full_queue_is_503_and_late_answer_504(runs, tmp_path):
-    # one sample may wait; a batch waits 5 s for a second one; a request may wait 2 s
-    with serving(tmp_path, str(runs["sine"]), "--max-queue", "1", "--max-batch-size", "2",
-                 "--batch-timeout-ms", "5000", "--request-timeout-s", "2") as server, \
-            httpx.Client(base_url=server.url, timeout=60) as client, \
-            concurrent.futures.ThreadPoolExecutor(1) as pool:
-        first = pool.submit(client.post, "/predict", json={"inputs": [0.5]})
-        deadline = time.monotonic() + 30
-        while metric(scrape(client), "dlguide_queue_depth", model="sine") < 1:
-            assert time.monotonic() < deadline and not first.done(), "the first request never queued"
+def test_full_queue_is_503_and_late_answer_504(runs, tmp_path, monkeypatch):
+    """In process, with a batch held on the model's thread (no timing assumed): a request that
+    finds the queue full is a 503 with Retry-After, one still queued past its deadline a 504,
+    and the server goes on."""
+    from prometheus_client import values
+    from starlette.testclient import TestClient
+
+    from dlguide._export import load_model
+    from dlguide._serve import ServeSettings
+    from dlguide._serve_http import create_app
+
+    (tmp_path / "metrics").mkdir()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
+    monkeypatch.setattr(values, "ValueClass", values.ValueClass)  # put back what the server replaces
+    loaded = load_model(runs["sine"], name="sine")
+    real_step = loaded.task.predict_step
+    holding, release = threading.Event(), threading.Event()
+
+    def predict_step(batch):
+        if bool((batch == 13).any()):  # holds the model's one thread until the test lets go
+            holding.set()
+            release.wait(60)
+        return real_step(batch)
+
+    loaded.task.predict_step = predict_step
+    settings = ServeSettings(models=[("sine", str(runs["sine"]))], state_dir=str(tmp_path), max_queue=1,
+                             request_timeout_s=2, allowed_roots=[str(runs["sine"].parent)])
+    with TestClient(create_app(settings, {"sine": loaded})) as app, \
+            concurrent.futures.ThreadPoolExecutor(2) as pool:
+        held = pool.submit(app.post, "/predict", json={"inputs": [13]})
+        assert holding.wait(60), "the held batch never started"
+        queued = pool.submit(app.post, "/predict", json={"inputs": [0.5]})  # waits behind the held batch
+        deadline = time.monotonic() + 60
+        while metric(scrape(app), "dlguide_queue_depth", model="sine") < 1:
+            assert time.monotonic() < deadline and not queued.done(), "the second request never queued"
             time.sleep(0.02)
-        full = client.post("/predict", json={"inputs": [0.25]})
+        full = app.post("/predict", json={"inputs": [0.25]})
         assert full.status_code == 503 and full.headers["Retry-After"] == "1"
         assert "max-queue" in full.json()["error"]
-        late = first.result()
+        late = queued.result(timeout=60)  # its 2 s pass while the batch is held
         assert late.status_code == 504 and "timeout" in late.json()["error"]
-        assert client.get("/readyz").status_code == 200
-        while metric(scrape(client), "dlguide_queue_depth", model="sine") != 0:  # the late one left the queue
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        release.set()
+        assert held.result(timeout=60).status_code == 504  # held past its own 2 s as well
+        assert app.post("/predict", json={"inputs": [0.5]}).status_code == 200
+        assert metric(scrape(app), "dlguide_queue_depth", model="sine") == 0
 
 
 @pytest.mark.slow
