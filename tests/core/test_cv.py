@@ -40,8 +40,10 @@ def test_corrected_resampled_t_follows_nadeau_and_bengio():
     d = np.subtract(b, a)
     n, k = len(d), 5
     t_ref = d.mean() / math.sqrt((1 / n + 1 / (k - 1)) * d.var(ddof=1))  # n_test / n_train = 1 / (K - 1)
-    stat, p = corrected_resampled_t(a, b, k)
+    stat, p, mean, (lo, hi) = corrected_resampled_t(a, b, k)
     assert stat == pytest.approx(t_ref) and p == pytest.approx(2 * student.sf(abs(t_ref), n - 1))
+    half = student.ppf(0.975, n - 1) * math.sqrt((1 / n + 1 / (k - 1)) * d.var(ddof=1))
+    assert mean == pytest.approx(d.mean()) and (lo, hi) == pytest.approx((d.mean() - half, d.mean() + half))
     plain = d.mean() / math.sqrt(d.var(ddof=1) / n)
     assert abs(stat) < abs(plain)  # the correction widens the interval: folds share training samples
 

@@ -162,8 +162,6 @@ def compare_runs(runs: Sequence[str | Path], *, metric: str | None = None, seed:
 def compare_cv(folders: Sequence[str | Path], *, metric: str | None = None) -> list[Comparison]:
     """Cross-validations with the same folds compared fold by fold: Nadeau and Bengio's corrected
     resampled t-test, its t interval of the mean difference, Holm across pairs."""
-    from scipy.stats import t as student
-
     from dlguide._cv import corrected_resampled_t, read_cv
     from dlguide._rundir import RunDir
 
@@ -183,14 +181,10 @@ def compare_cv(folders: Sequence[str | Path], *, metric: str | None = None) -> l
     results = []
     for (name_a, cv_a), (name_b, cv_b) in itertools.combinations(loaded, 2):
         a, b = cv_a["metrics"][metric]["values"], cv_b["metrics"][metric]["values"]
-        stat, p = corrected_resampled_t(a, b, int(first["folds"]))
-        diff = [y - x for x, y in zip(a, b)]
-        n = len(diff)
-        mean = sum(diff) / n
-        var = sum((d - mean) ** 2 for d in diff) / (n - 1)
-        half = float(student.ppf(0.975, n - 1)) * ((1 / n + 1 / (int(first["folds"]) - 1)) * var) ** 0.5
+        stat, p, mean, interval = corrected_resampled_t(a, b, int(first["folds"]))
+        n = len(a)
         results.append(Comparison(name_a, name_b, metric, "corrected resampled t", n, sum(a) / n, sum(b) / n, mean,
-                                  (mean - half, mean + half), p, p, "loss" not in metric, {"t": stat}))
+                                  interval, p, p, "loss" not in metric, {"t": stat}))
     for result, adjusted in zip(results, holm([r.p for r in results])):
         result.p_adjusted = adjusted
     return results

@@ -112,10 +112,12 @@ def is_cv(folder: str | Path) -> bool:
     return (Path(folder) / CV_FILE).is_file()
 
 
-def corrected_resampled_t(a: Sequence[float], b: Sequence[float], folds: int) -> tuple[float, float]:
+def corrected_resampled_t(a: Sequence[float], b: Sequence[float], folds: int
+                          ) -> tuple[float, float, float, tuple[float, float]]:
     """Nadeau and Bengio's corrected resampled t-test of paired per-fold values: the variance of
     the differences is inflated by ``n_test / n_train`` (``1 / (K - 1)`` for K folds), because
-    the folds share training samples. Returns (t, two-sided p) with ``len - 1`` degrees of freedom."""
+    the folds share training samples. Returns (t, two-sided p, mean difference b - a, its 95%
+    interval) with ``len - 1`` degrees of freedom."""
     from scipy.stats import t as student
 
     diff = [y - x for x, y in zip(a, b)]
@@ -124,8 +126,11 @@ def corrected_resampled_t(a: Sequence[float], b: Sequence[float], folds: int) ->
         raise UsageError("the corrected resampled t-test needs at least two folds")
     mean = sum(diff) / n
     var = sum((d - mean) ** 2 for d in diff) / (n - 1)
-    corrected = (1 / n + 1 / (folds - 1)) * var
-    if corrected == 0:
-        return (0.0, 1.0) if mean == 0 else (math.copysign(math.inf, mean), 0.0)
-    stat = mean / math.sqrt(corrected)
-    return stat, float(2 * student.sf(abs(stat), n - 1))
+    scale = math.sqrt((1 / n + 1 / (folds - 1)) * var)
+    half = float(student.ppf(0.975, n - 1)) * scale
+    if scale == 0:
+        stat, p = (0.0, 1.0) if mean == 0 else (math.copysign(math.inf, mean), 0.0)
+    else:
+        stat = mean / scale
+        p = float(2 * student.sf(abs(stat), n - 1))
+    return stat, p, mean, (mean - half, mean + half)

@@ -147,29 +147,26 @@ def _trace_batch(calls: list[tuple[tuple[torch.Tensor, ...], list]]) -> tuple[to
     return args
 
 
-class OnnxNetwork:
-    """Builds an ``nn.Module`` that runs ``model.onnx`` with ONNX Runtime in place of the network."""
+def onnx_network(path: Path) -> nn.Module:
+    """An ``nn.Module`` that runs ``model.onnx`` with ONNX Runtime in place of the network."""
+    import torch
 
-    @staticmethod
-    def load(path: Path) -> nn.Module:
-        import torch
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise UsageError("the onnx runtime needs onnxruntime: pip install 'dlguide-core[export]'") from None
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
 
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise UsageError("the onnx runtime needs onnxruntime: pip install 'dlguide-core[export]'") from None
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        names = [i.name for i in session.get_inputs()]
+    class _Onnx(torch.nn.Module):
+        def forward(self, *args: torch.Tensor) -> Any:
+            feeds = {n: a.detach().cpu().contiguous().numpy() for n, a in zip(names, args)}
+            outs = [torch.from_numpy(o).to(args[0].device) for o in session.run(None, feeds)]
+            return outs[0] if len(outs) == 1 else tuple(outs)
 
-        class _Onnx(torch.nn.Module):
-            def forward(self, *args: torch.Tensor) -> Any:
-                feeds = {n: a.detach().cpu().contiguous().numpy() for n, a in zip(names, args)}
-                outs = [torch.from_numpy(o).to(args[0].device) for o in session.run(None, feeds)]
-                return outs[0] if len(outs) == 1 else tuple(outs)
-
-        return _Onnx()
+    return _Onnx()
 
 
 def check_program(path: Path) -> None:
@@ -431,10 +428,9 @@ def _program(module: nn.Module, trace: tuple[torch.Tensor, ...]) -> Any:
 
 
 def _share(folder: Path) -> None:
-    """Permissions as the umask gives new files: the temporary folder was made private."""
-    mask = _UMASK
-    for path in [folder, *folder.rglob("*")]:
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+    """The bundle folder gets the mode a new folder gets: ``mkdtemp`` made it private (the files in
+    it were created with the umask's mode)."""
+    folder.chmod(0o777 & ~_UMASK)
 
 
 def _write_format(fmt: str, program: Any, in_names: list[str], out_names: list[str], folder: Path) -> str:
@@ -536,7 +532,7 @@ def load_model(path: str | Path, *, runtime: str = "torch", name: str | None = N
         onnx_file = manifest.get("formats", {}).get("onnx")
         if not onnx_file:
             raise UsageError(f"bundle {folder} has no model.onnx; export it with --format safetensors,onnx")
-        replace_network(task, OnnxNetwork.load(folder / onnx_file))
+        replace_network(task, onnx_network(folder / onnx_file))
     return LoadedModel(name or folder.resolve().name, task, str(manifest.get("version", "")), folder, manifest,
                        runtime)
 
@@ -582,7 +578,7 @@ def verify_bundle(path: str | Path, *, registry_runtime: Any = None) -> list[Che
         if fmt == "safetensors":
             continue
         if fmt == "onnx":
-            other = OnnxNetwork.load(folder / file)
+            other = onnx_network(folder / file)
         else:
             other = load_program(folder / file)
         with torch.inference_mode():
