@@ -123,12 +123,16 @@ def launch(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def first_failure(failures: dict[int, Any]) -> tuple[int, Any]:
-    """The worker whose failure brought the others down: one that raised (a positive exit code)
-    or was killed by a signal other than the SIGTERM torchrun sends the survivors, then the earliest."""
+    """The worker whose failure brought the others down, then the earliest.
+
+    A worker killed by a signal other than the SIGTERM torchrun sends the survivors comes first:
+    its peers then fail in their next collective and exit 1, sometimes before torchrun has
+    recorded the kill. Then one that raised (a positive exit code), then the SIGTERMed survivors.
+    """
     def cause(item: tuple[int, Any]) -> tuple[int, float, int]:
         rank, failure = item
         code = failure.exitcode or 0
-        kind = 0 if code > 0 else (1 if code != -int(signal.SIGTERM) else 2)
+        kind = 1 if code > 0 else (0 if code != -int(signal.SIGTERM) else 2)
         return kind, failure.timestamp, rank
 
     return min(failures.items(), key=cause)
