@@ -92,7 +92,7 @@ def test_two_cross_validations_are_compared_fold_by_fold(two_cvs):
 
 @pytest.mark.parametrize(("args", "says"), [
     (["example.sine", "--folds", "1"], "--folds must be >= 2, not 1"),
-    (["example.sine", "--folds", "3", "--set", "cv_fold=1"], "cv sets cv_folds and cv_fold itself"),
+    (["example.sine", "--folds", "3", "--set", "cv_fold=1"], "cv sets cv_folds, cv_fold and cv_repeat itself"),
     (["vision.gan", "--folds", "3"], "task 'vision.gan' does not take folds"),
 ])
 def test_bad_requests_are_one_line(tmp_path, args, says):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from dlguide import UsageError
 from dlguide_recsys.datasets import interactions_csv, ml_100k, movielens
 from dlguide_recsys.interactions import build_interactions
 from dlguide_recsys.sampling import NegativeSampler, sample_unseen
-from dlguide_recsys.splits import split_interactions
+from dlguide_recsys.splits import split_interactions, user_fold
 
 
 def test_ml100k_is_read_from_the_recbole_package_with_features():
@@ -152,3 +153,36 @@ def test_negatives_avoid_training_items_and_change_per_epoch(clustered_dir):
     assert not torch.equal(first, sampler.sample(users, 4, epoch=1, batch_idx=0))
     negatives = sample_unseen(train, np.arange(data.n_users), 10, seed=0)
     assert negatives.multiply(train).nnz == 0 and set(np.diff(negatives.indptr).tolist()) == {10}
+
+
+@pytest.mark.parametrize("kind", ["random", "leave-one-out", "temporal"])
+def test_cv_folds_are_grouped_by_user_and_keep_the_test_part(clustered_dir, kind):
+    data = build_interactions(interactions_csv(clustered_dir))
+    split = split_interactions(data, kind, [0.8, 0.1, 0.1], seed=3)
+    pooled = sorted(np.concatenate([split.train, split.val]).tolist())
+    validated: list[set[int]] = []
+    for k in range(3):
+        fold = user_fold(data, split, kind, [0.8, 0.1, 0.1], 3, k, seed=5)
+        assert np.array_equal(fold.test, split.test)
+        assert sorted(np.concatenate([fold.train, fold.val]).tolist()) == pooled
+        users = set(data.users[fold.val].tolist())
+        # a validated user keeps training interactions: a recommender knows every user it ranks
+        assert users <= set(data.users[fold.train].tolist())
+        validated.append(users)
+    # each user is validated in exactly one fold, and the folds are about equal
+    assert set().union(*validated) == set(range(data.n_users))
+    assert sum(len(u) for u in validated) == data.n_users
+    assert max(len(u) for u in validated) - min(len(u) for u in validated) <= 1
+
+
+def test_cv_runs_the_recommender_fold_by_fold(clustered_dir, runtime, tmp_path):
+    from dlguide._cv import run_cv
+
+    sets = [f"data_dir={clustered_dir}", "dataset=interactions", "model=mf", "epochs=1", "topk=[5]", "monitor=val/ndcg@5"]
+    result = run_cv("recsys.rank", 2, out=tmp_path / "cv", overrides=sets, runtime=runtime, progress="none")
+    assert result["runs"] == ["r0_fold0", "r0_fold1"]
+    tests = result["metrics"]["test/ndcg@5"]["values"]
+    vals = result["metrics"]["val/ndcg@5"]["values"]
+    assert len(tests) == 2 and len(set(vals)) == 2  # other users validated, the same test users
+    described = [json.loads((tmp_path / "cv" / r / "metrics.json").read_text()) for r in result["runs"]]
+    assert all("grouped by user" in json.dumps(m) for m in described)

@@ -47,6 +47,7 @@ _EXPORTS: dict[str, str] = {
     "stratified_split": "_splits",
     "kfold": "_splits",
     "cv_fold": "_splits",
+    "cv_seed": "_splits",
     "model_device": "_data",
     "package_file": "_resources",
     "package_dir": "_resources",

@@ -3,9 +3,10 @@
     dlguide cv vision.classify --folds 5 [--repeats 2] --out cv/digits --set epochs=5
 
 The task's training and validation samples are pooled and cut into K stratified folds (by
-class where the task has classes); run k of repeat r holds fold k out for validation, with
-``seed + r`` drawing the folds and everything else of the run. The task's test split is the
-same for every run. Each fold is an ordinary run directory (``OUT/r0_fold1``), so a fold is
+class where the task has classes; by user for recommenders); run k of repeat r holds fold k out
+for validation, with ``seed + r`` drawing the folds (``cv_repeat=r``). Everything else of the
+run, its initialisation and the task's test split, comes from ``seed`` and is the same for every
+run, so every fold is tested on the same samples. Each fold is an ordinary run directory (``OUT/r0_fold1``), so a fold is
 resumed, evaluated, exported or compared like any run; rerunning the command finishes what is
 missing. Then every metric's mean, sample standard deviation and 95% interval (Student's t
 over the K x R values) go into a table and ``cv.json``.
@@ -52,8 +53,8 @@ def run_cv(task: str, folds: int, *, repeats: int = 1, out: str | Path | None = 
     if repeats < 1:
         raise UsageError(f"--repeats must be >= 1, not {repeats}")
     sets = list(overrides)
-    if any(s.split("=", 1)[0].strip() in ("cv_folds", "cv_fold") for s in sets):
-        raise UsageError("cv sets cv_folds and cv_fold itself; give --folds instead")
+    if any(s.split("=", 1)[0].strip() in ("cv_folds", "cv_fold", "cv_repeat") for s in sets):
+        raise UsageError("cv sets cv_folds, cv_fold and cv_repeat itself; give --folds and --repeats instead")
     base = build_task(task, config_file=config_file, overrides=sets, runtime=rt)  # bad settings: before any fold
     if not base.supports_folds:
         raise UsageError(f"task {task!r} does not take folds (Task.supports_folds); its plugin splits the data "
@@ -64,7 +65,7 @@ def run_cv(task: str, folds: int, *, repeats: int = 1, out: str | Path | None = 
     for r in range(repeats):
         for k in range(folds):
             run = folder / f"r{r}_fold{k}"
-            fold_sets = [*sets, f"cv_folds={folds}", f"cv_fold={k}", f"seed={seed + r}"]
+            fold_sets = [*sets, f"cv_folds={folds}", f"cv_fold={k}", f"cv_repeat={r}"]
             if (run / "metrics.json").is_file():
                 pass  # finished by an earlier call
             elif RunDir(run).config_path.is_file():

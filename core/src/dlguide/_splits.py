@@ -58,9 +58,15 @@ def kfold(labels: Sequence[Hashable], folds: int, fold: int, seed: int) -> tuple
 
 def cv_fold(config: object, labels: Sequence[Hashable]) -> tuple[list[int], list[int]] | None:
     """For a task's ``build_data``: the (train, val) indices of the pooled training and validation
-    samples for the fold ``dlguide cv`` set in ``config`` (``cv_folds``, ``cv_fold``, ``seed``),
-    or None outside cross-validation (the task splits as it always does)."""
+    samples for the fold ``dlguide cv`` set in ``config`` (``cv_folds``, ``cv_fold``, drawn with
+    :func:`cv_seed`), or None outside cross-validation (the task splits as it always does)."""
     folds = int(getattr(config, "cv_folds", 0) or 0)
     if folds < 2:
         return None
-    return kfold(labels, folds, int(getattr(config, "cv_fold", 0)), int(getattr(config, "seed", 0)))
+    return kfold(labels, folds, int(getattr(config, "cv_fold", 0)), cv_seed(config))
+
+
+def cv_seed(config: object) -> int:
+    """The seed that draws the folds of ``dlguide cv``'s repeat: ``seed + cv_repeat``. A task that
+    cuts its own folds (by group) draws them with it; its test split keeps ``seed``."""
+    return int(getattr(config, "seed", 0)) + int(getattr(config, "cv_repeat", 0) or 0)

@@ -80,6 +80,7 @@ class TrainConfig:
     cv_folds: int = option(0, "set by dlguide cv: train and validation pooled and cut into this many folds "
                            "(0: the task's own split)")
     cv_fold: int = option(0, "set by dlguide cv: the fold held out for validation")
+    cv_repeat: int = option(0, "set by dlguide cv: the repeat, whose folds are drawn with seed + cv_repeat")
 
     def validate(self) -> None:
         """Raise UsageError for values no run can use."""
@@ -88,9 +89,10 @@ class TrainConfig:
         for key, value in positive.items():
             if value < 1:
                 raise UsageError(f"invalid value for {key!r}: {value}; expected an integer >= 1")
-        if self.cv_folds == 1 or self.cv_folds < 0 or (self.cv_folds and not 0 <= self.cv_fold < self.cv_folds):
-            raise UsageError(f"invalid cv_folds={self.cv_folds}, cv_fold={self.cv_fold}; expected cv_folds 0 or >= 2 "
-                             "and 0 <= cv_fold < cv_folds")
+        if self.cv_folds == 1 or self.cv_folds < 0 or (self.cv_folds and not 0 <= self.cv_fold < self.cv_folds) \
+                or self.cv_repeat < 0:
+            raise UsageError(f"invalid cv_folds={self.cv_folds}, cv_fold={self.cv_fold}, cv_repeat={self.cv_repeat}; "
+                             "expected cv_folds 0 or >= 2, 0 <= cv_fold < cv_folds and cv_repeat >= 0")
         for key in ("lr",):
             if not 0 < getattr(self, key) < math.inf:
                 raise UsageError(f"invalid value for {key!r}: {getattr(self, key)}; expected a finite number > 0")

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlguide import DataSplits, RawInput, Task, UsageError
+from dlguide import DataSplits, RawInput, Task, UsageError, cv_seed
 from dlguide_recsys.datasets import RawData
 from dlguide_recsys.implicit_models import ImplicitFactors, fit_iteration
 from dlguide_recsys.config import RankingConfig
@@ -42,7 +42,7 @@ from dlguide_recsys.metrics import FUNCTIONS, RANKING_METRICS, CatalogueCoverage
 from dlguide_recsys.models import Popularity, Recommender
 from dlguide_recsys.recommend import CATALOGUE, USER_ITEMS, Catalogue, format_rows, top_items, write_catalogue
 from dlguide_recsys.sampling import NegativeSampler, PositivePairs, RankingRows, WholeMatrix, sample_unseen
-from dlguide_recsys.splits import split_interactions
+from dlguide_recsys.splits import split_interactions, user_fold
 
 log = logging.getLogger("dlguide_recsys")
 
@@ -66,6 +66,7 @@ class RankingTask(Task):
     input_kind: ClassVar[str] = "json"
     export_input_names = ("user",)
     export_output_names = ("scores",)
+    supports_folds = True  # grouped by user: dlguide_recsys.splits.user_fold
     #: the test users' ids, kept by ``build_data`` for ``reference_inputs``
     test_user_ids: Sequence[str] = ()
 
@@ -89,6 +90,8 @@ class RankingTask(Task):
         if max(cfg.topk) > data.n_items:
             raise UsageError(f"topk {max(cfg.topk)} is larger than the catalogue of {data.n_items} items")
         split = split_interactions(data, cfg.split, cfg.split_ratios, cfg.seed)
+        if cfg.cv_folds >= 2:  # dlguide cv: folds of users, the test part untouched
+            split = user_fold(data, split, cfg.split, cfg.split_ratios, cfg.cv_folds, cfg.cv_fold, cv_seed(cfg))
         self.data = data
         self.train_matrix = data.matrix(split.train)
         self.seen = data.matrix()

@@ -3,6 +3,9 @@
     random         per user, a shuffled ratio split (80/10/10 by default): every user is in every part
     leave-one-out  per user by time, the last interaction for test and the one before for validation (NCF)
     temporal       one global time cut at the ratio quantiles: the future is predicted from the past
+
+``dlguide cv`` folds are grouped by user (:func:`user_fold`): the test part stays, and each fold's
+users hold out part of their training and validation interactions for validation.
 """
 
 from __future__ import annotations
@@ -12,10 +15,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dlguide import UsageError
+from dlguide import UsageError, kfold
 from dlguide_recsys.config import SPLITS
 from dlguide_recsys.interactions import Interactions
-
 
 
 @dataclasses.dataclass
@@ -98,3 +100,32 @@ def split_interactions(data: Interactions, kind: str, ratios: Sequence[float], s
             raise UsageError(f"the interactions{source} involve {count} {what} only; a recommender needs at least "
                              f"2 users and 2 items")
     return split
+
+
+def user_fold(data: Interactions, split: Split, kind: str, ratios: Sequence[float], folds: int, fold: int,
+              seed: int) -> Split:
+    """Fold ``fold`` of ``folds`` of ``split``'s pooled training and validation interactions, grouped
+    by user: the users who have any are dealt into the folds (with ``seed``), so each user is
+    validated in exactly one fold. The fold's users hold out their validation share of the pool as
+    ``kind`` would (leave-one-out: the latest; temporal: the latest share; random: a random share)
+    and keep the rest, never less than one, for training; every other user trains on all of theirs.
+    The test part is ``split``'s."""
+    pooled = np.sort(np.concatenate([split.train, split.val]))
+    users = data.users[pooled]
+    present = np.unique(users)
+    _, held_positions = kfold([0] * len(present), folds, fold, seed)
+    in_fold = np.isin(users, present[held_positions])
+    if kind == "random":
+        keys = np.random.default_rng(seed).random(len(pooled))
+    else:  # the split's own order: by time
+        assert data.timestamps is not None  # the split itself refused interactions without timestamps
+        keys = data.timestamps[pooled]
+    rank, n = _rank_within_user(users, keys)
+    if kind == "leave-one-out":
+        held_count = (n >= 2).astype(np.int64)
+    else:
+        share = ratios[1] / (ratios[0] + ratios[1]) if ratios[1] > 0 else 1 / folds
+        held_count = np.minimum(np.round(n * share), n - 1)
+    is_val = in_fold & (rank >= n - held_count)
+    description = f"{split.description}; cv fold {fold + 1} of {folds} grouped by user (seed {seed})"
+    return Split(pooled[~is_val], pooled[is_val], split.test, description)
