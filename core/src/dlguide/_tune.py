@@ -26,21 +26,26 @@ import argparse
 import dataclasses
 import importlib.util
 import json
-import math
 import os
 import shutil
 import sys
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from dlguide._errors import DlguideError, RunError, RunInterrupted, UsageError, did_you_mean, first_line, quote
+from dlguide._errors import (
+    DlguideError,
+    RunError,
+    RunInterrupted,
+    UsageError,
+    first_line,
+)
+from dlguide._tune_report import TuneResult, format_trials, report, trial_row
+from dlguide._tune_space import Dimension, as_text, read_space
 from dlguide.hookspecs import hookimpl
 
-KINDS = ("loguniform", "uniform", "int", "choice")
-OPTIONS = {"loguniform": (), "uniform": ("step",), "int": ("step", "log"), "choice": ()}
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
 #: a RUNNING trial whose process has sent no heartbeat for two of these is marked FAIL
@@ -54,137 +59,6 @@ DRIVERS = {"psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary", "MySQL
 def require_optuna() -> None:
     if importlib.util.find_spec("optuna") is None:
         raise UsageError("dlguide tune needs optuna: pip install 'dlguide-core[tune]'")
-
-
-# -- the search space -------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class Dimension:
-    """One config key of the search space and the distribution its values are drawn from."""
-
-    key: str
-    kind: str  # one of KINDS
-    low: float = 0
-    high: float = 0
-    choices: tuple[Any, ...] = ()
-    log: bool = False
-    step: float | None = None
-
-    def suggest(self, trial: Any) -> Any:
-        if self.kind == "choice":
-            return trial.suggest_categorical(self.key, list(self.choices))
-        if self.kind == "int":
-            return trial.suggest_int(self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
-        return trial.suggest_float(self.key, self.low, self.high, step=self.step, log=self.log)
-
-    def extremes(self) -> list[Any]:
-        """The values that show whether the task's config takes this dimension."""
-        return list(self.choices) if self.kind == "choice" else [self.low, self.high]
-
-    def grid(self) -> list[Any]:
-        if self.kind == "choice":
-            return list(self.choices)
-        if self.kind == "int":
-            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
-        if self.step is None:
-            raise UsageError(f"--sampler grid needs values to list: {self.key!r} is {self.kind} without a step; "
-                             "give it a step or make it a choice")
-        count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
-        return [round(self.low + i * self.step, 12) for i in range(count)]
-
-    def as_dict(self) -> dict[str, Any]:
-        """The space file's form of this dimension."""
-        spec: dict[str, Any] = {self.kind: list(self.choices) if self.kind == "choice" else [self.low, self.high]}
-        if self.kind == "int" and self.log:
-            spec["log"] = True
-        if self.step is not None:
-            spec["step"] = self.step
-        return spec
-
-
-def _number(value: Any) -> float | None:
-    """A finite number from YAML (which reads ``1e-4``, without a dot, as text), else None."""
-    if isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def parse_space(data: Any, where: str) -> list[Dimension]:
-    """The dimensions of a space file's mapping, or a one-line UsageError naming the bad entry."""
-    if not isinstance(data, Mapping) or not data:
-        raise UsageError(f"{where} must map config keys to distributions, e.g. 'lr: {{loguniform: [1e-4, 1e-1]}}'")
-    return [_dimension(str(key), spec, where) for key, spec in data.items()]
-
-
-def _dimension(key: str, spec: Any, where: str) -> Dimension:
-    def bad(message: str) -> UsageError:
-        return UsageError(f"{where}: {key!r}: {message}")
-
-    if not isinstance(spec, Mapping):
-        raise bad(f"expected a distribution ({', '.join(KINDS)}) such as {{uniform: [0, 0.5]}}, not {quote(spec)}")
-    unknown = [k for k in spec if k not in KINDS and k not in ("step", "log")]
-    if unknown:
-        raise bad(f"unknown distribution {quote(unknown[0])}; expected one of {', '.join(KINDS)}"
-                  + did_you_mean(str(unknown[0]), KINDS))
-    kinds = [k for k in spec if k in KINDS]
-    if len(kinds) != 1:
-        raise bad(f"expected one distribution ({', '.join(KINDS)}), got {', '.join(kinds) or 'none'}")
-    kind, args = kinds[0], spec[kinds[0]]
-    extra = [k for k in spec if k != kind and k not in OPTIONS[kind]]
-    if extra:
-        raise bad(f"{kind} takes no {extra[0]!r}" + (f" (its options: {', '.join(OPTIONS[kind])})" if OPTIONS[kind]
-                                                     else ""))
-    if kind == "choice":
-        if not isinstance(args, list) or not args:
-            raise bad("choice takes a list of values, e.g. {choice: [cnn, lenet5]}")
-        if not all(v is None or isinstance(v, (str, int, float, bool)) for v in args):
-            raise bad("choice values must be strings, numbers, booleans or null")
-        if len({repr(v) for v in args}) != len(args):
-            raise bad("choice lists a value twice")
-        return Dimension(key, kind, choices=tuple(args))
-    bounds = [_number(v) for v in args] if isinstance(args, list) and len(args) == 2 else [None]
-    if None in bounds:
-        raise bad(f"{kind} takes [low, high], two numbers, not {quote(args)}")
-    low, high = bounds
-    if kind == "int" and not (low.is_integer() and high.is_integer()):
-        raise bad(f"int takes two integers, not {quote(args)}")
-    if low > high:
-        raise bad(f"low {low:g} is above high {high:g}")
-    log = kind == "loguniform" or spec.get("log", False)
-    if not isinstance(log, bool):
-        raise bad(f"log takes true or false, not {quote(log)}")
-    step = spec.get("step")
-    if step is not None:
-        step = _number(step)
-        if step is None or step <= 0 or (kind == "int" and not step.is_integer()):
-            raise bad(f"step must be a number above 0{' (an integer)' if kind == 'int' else ''}, "
-                      f"not {quote(spec['step'])}")
-        if log:
-            raise bad("log and step do not go together")
-    if log and low <= 0:
-        raise bad(f"a log scale needs low above 0, not {low:g}")
-    if kind == "int":
-        return Dimension(key, kind, int(low), int(high), log=log, step=None if step is None else int(step))
-    return Dimension(key, kind, low, high, log=log, step=step)
-
-
-def read_space(path: str | Path) -> list[Dimension]:
-    """The dimensions of a YAML (or ``.toml``) space file."""
-    from dlguide._config import read_mapping_file
-
-    return parse_space(read_mapping_file(path, "space file"), f"space file {path}")
-
-
-def as_text(value: Any) -> str:
-    """A sampled value as a ``--set`` value."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "none"
-    return repr(value) if isinstance(value, float) else str(value)
 
 
 # -- settings ---------------------------------------------------------------------------------
@@ -424,21 +298,6 @@ class Objective:
         return float(result.metrics[s.monitor])  # the best epoch's figure (metrics.json)
 
 
-def trial_row(trial: Any) -> dict[str, Any]:
-    """One trial as the table and study.json show it: a value for a complete trial only (Optuna
-    gives a pruned one its last report, which its curve holds)."""
-    curve = sorted(trial.intermediate_values.items())
-    value = _finite(trial.value) if trial.state.name == "COMPLETE" else None
-    return {"number": trial.number, "state": trial.state.name, "value": value,
-            "epochs": curve[-1][0] if curve else 0, "params": dict(trial.params),
-            "run_dir": trial.user_attrs.get("run_dir"), "set": trial.user_attrs.get("overrides"),
-            "error": trial.user_attrs.get("error"), "curve": [[step, _finite(v)] for step, v in curve]}
-
-
-def _finite(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
-
-
 def _say_trial(monitor: str) -> Any:
     def callback(study: Any, trial: Any) -> None:
         row = trial_row(trial)
@@ -497,19 +356,6 @@ def _run_workers(settings: TuneSettings, done: int) -> list[tuple[int, int]]:
 
 
 # -- the command ------------------------------------------------------------------------------
-@dataclasses.dataclass
-class TuneResult:
-    """A study as it stands after the command: its trials and what was written."""
-
-    study: str
-    out: Path
-    monitor: str
-    direction: str
-    trials: list[dict[str, Any]]
-    best: dict[str, Any] | None
-    files: list[Path]
-
-
 def tune(task: str, space: str | Path, *, runtime: Any = None, **options: Any) -> TuneResult:
     """Run a study (``options``: those of ``make_settings``) and report it; see the module's docstring."""
     require_optuna()
@@ -550,134 +396,6 @@ def tune(task: str, space: str | Path, *, runtime: Any = None, **options: Any) -
         raise RunError(f"{len(failed)} of {settings.workers} workers failed (worker {worker}: exit code {code}); "
                        "their running trials are lost, the others are kept: rerun the command to go on")
     return result
-
-
-def report(study: Any, settings: TuneSettings, runtime: Any) -> TuneResult:
-    """Write study.json, best.yaml and the pictures of a study as it stands."""
-    from dlguide._rundir import write_text_atomic
-
-    out = Path(settings.out)
-    rows = [trial_row(t) for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)]
-    complete = [r for r in rows if r["state"] == "COMPLETE" and r["value"] is not None]
-    pick = min if settings.direction == "minimize" else max
-    best = pick(complete, key=lambda r: r["value"]) if complete else None
-    files = [draw_history(rows, out / "optimization_history.png", settings)]
-    importances = param_importances(study, len(complete))
-    if importances:
-        files.append(draw_importances(importances, out / "param_importances.png", settings.study))
-    if best is not None:
-        files.append(write_best(best, out / "best.yaml", settings, runtime))
-    states = {state: sum(r["state"] == state for r in rows) for state in sorted({r["state"] for r in rows})}
-    summary = {"study": settings.study, "storage": redact(settings.storage), "task": settings.task,
-               "monitor": settings.monitor, "direction": settings.direction, "space": settings.signature()["space"],
-               "set": settings.sets, "sampler": settings.sampler, "pruner": settings.pruner,
-               "trials": len(rows), "states": states, "epochs_total": sum(r["epochs"] for r in rows),
-               "best": best, "param_importances": importances, "trial_rows": rows}
-    write_text_atomic(out / "study.json", json.dumps(summary, indent=2, default=str) + "\n")
-    files.append(out / "study.json")
-    return TuneResult(settings.study, out, settings.monitor, settings.direction, rows, best, files)
-
-
-def write_best(best: dict[str, Any], path: Path, settings: TuneSettings, runtime: Any) -> Path:
-    """The best trial's full resolved config, as ``dlguide run TASK --config`` takes it."""
-    from dlguide._config import dump_yaml, to_dict
-    from dlguide._rundir import RunDir, write_text_atomic
-    from dlguide._runs import build_task
-
-    run = RunDir(best["run_dir"] or "")
-    if best["run_dir"] and run.config_path.is_file():
-        _, config = run.read_config()  # without its "task" key
-    else:  # run by a worker on another machine: resolved again from its values
-        config = to_dict(build_task(settings.task, overrides=best["set"], runtime=runtime).config)
-    head = (f"# best trial {best['number']} of study {settings.study!r}: {settings.monitor} {best['value']:.6g}\n"
-            f"# dlguide run {settings.task} --config {path}\n")
-    write_text_atomic(path, head + dump_yaml(config))
-    return path
-
-
-def param_importances(study: Any, complete: int) -> dict[str, float] | None:
-    """fANOVA's importance of each sampled key for the objective (Optuna's, seeded), once two trials
-    completed; Optuna's default evaluator where scikit-learn, which fANOVA fits with, is missing."""
-    import optuna
-
-    if complete < 2:
-        return None
-    fanova = importlib.util.find_spec("sklearn") is not None
-    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0) if fanova else None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            found = optuna.importance.get_param_importances(study, evaluator=evaluator)
-            return {k: float(v) for k, v in found.items()}
-    except (ImportError, ValueError, RuntimeError, ZeroDivisionError):  # no scikit-learn; a space it cannot rate
-        return None
-
-
-def draw_history(rows: Sequence[dict[str, Any]], path: Path, settings: TuneSettings) -> Path:
-    """Left: each trial's value and the best so far; right: the monitored value per epoch of every
-    trial (pruned ones dashed), where pruning shows."""
-    from dlguide._plots import figure
-
-    fig = figure(11, 4)
-    left, right = fig.subplots(1, 2)
-    complete = [r for r in rows if r["state"] == "COMPLETE" and r["value"] is not None]
-    pruned = [r for r in rows if r["state"] == "PRUNED" and r["curve"] and r["curve"][-1][1] is not None]
-    left.scatter([r["number"] for r in complete], [r["value"] for r in complete], s=18, label="complete")
-    left.scatter([r["number"] for r in pruned], [r["curve"][-1][1] for r in pruned], s=18, marker="x",
-                 color="grey", label="pruned (last value)")
-    best: list[float] = []
-    for r in complete:
-        better = not best or (r["value"] < best[-1] if settings.direction == "minimize" else r["value"] > best[-1])
-        best.append(r["value"] if better else best[-1])
-    left.step([r["number"] for r in complete], best, where="post", color="tab:red", label="best so far")
-    left.set_xlabel("trial")
-    left.set_ylabel(settings.monitor)
-    for r in rows:
-        if r["curve"]:
-            steps, values = zip(*r["curve"])
-            right.plot(steps, values, linestyle="--" if r["state"] == "PRUNED" else "-", linewidth=1,
-                       color="grey" if r["state"] == "PRUNED" else None)
-    right.set_xlabel("epoch")
-    right.xaxis.get_major_locator().set_params(integer=True)
-    right.set_ylabel(f"{settings.monitor} (dashed: pruned)")
-    for ax in (left, right):
-        ax.grid(alpha=0.3)
-    if complete or pruned:
-        left.legend(fontsize=8, loc="upper right")
-    fig.suptitle(f"study {settings.study}: {settings.direction} {settings.monitor}")
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.9, wspace=0.25)
-    fig.savefig(path, dpi=100)
-    return path
-
-
-def draw_importances(importances: Mapping[str, float], path: Path, study: str) -> Path:
-    from dlguide._plots import figure
-
-    keys = sorted(importances, key=importances.get)
-    fig = figure(6, 1.2 + 0.4 * len(keys))
-    ax = fig.subplots()
-    ax.barh(keys, [importances[k] for k in keys])
-    ax.set_xlabel("importance for the objective (sums to 1)")
-    ax.set_title(f"study {study}: parameter importances")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
-
-
-def format_trials(result: TuneResult) -> str:
-    """The trials as an aligned table, then where the best config is."""
-    head = ("trial", "state", result.monitor, "epochs", "params")
-    body = [(str(r["number"]), r["state"], "-" if r["value"] is None else f"{r['value']:.6g}", str(r["epochs"]),
-             " ".join(f"{k}={as_text(v)}" for k, v in r["params"].items())) for r in result.trials]
-    widths = [max(len(row[i]) for row in (head, *body)) for i in range(4)]
-    lines = ["  ".join(c.rjust(w) if i in (0, 3) else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
-             + "  " + row[4] for row in (head, *body)]
-    if result.best is None:
-        lines.append(f"no trial of study {result.study!r} has completed yet")
-    else:
-        lines.append(f"best: trial {result.best['number']}, {result.monitor} {result.best['value']:.6g}; "
-                     f"its config: {result.out / 'best.yaml'}")
-    return "\n".join(lines)
 
 
 def add_tune_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
