@@ -23,6 +23,9 @@ from dlguide._plugins import Runtime, add_commands, get_runtime
 class Parser(argparse.ArgumentParser):
     """argparse, with usage errors as one line that says where to look."""
 
+    #: the top level's commands by name (``build_parser``)
+    commands: dict[str, argparse.ArgumentParser]
+
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
@@ -251,11 +254,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if all(r.status == "ok" for r in results) else 1
 
 
+#: commands whose options may come anywhere among their positionals (``predict RUN --json a b``)
+INTERMIXED = frozenset({"predict"})
+
+
 def build_parser(rt: Runtime) -> Parser:
     parser = Parser(prog="dlguide", description="dlguide: deep-learning applications from one core and plugins.")
     parser.add_argument("--version", action="version", version=f"dlguide {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    parser.commands = sub.choices
 
     p = sub.add_parser("plugins", help="list installed plugins, their hooks and status")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -298,7 +306,9 @@ def build_parser(rt: Runtime) -> Parser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_eval)
 
-    p = sub.add_parser("predict", help="predict with a finished run")
+    p = sub.add_parser("predict", help="predict with a finished run",
+                       epilog="Options may come anywhere on the line; inputs that look like options "
+                       "('-x', a text starting with '-') go after '--'.")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("inputs", metavar="INPUT", nargs="*", help="image paths, texts or values, as the task reads them")
     p.add_argument("--file", metavar="FILE", help="also read inputs from this UTF-8 file, one per line")
@@ -344,6 +354,15 @@ def build_parser(rt: Runtime) -> Parser:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(handler=cmd_demo)
 
+    p = sub.add_parser("plugin", help="for plugin authors: new (a package from the template), update (pull "
+                       "template changes), check (the conformance suite)")
+    plugin_sub = p.add_subparsers(dest="plugin_command", metavar="ACTION", parser_class=Parser, required=True)
+    from dlguide._conformance import add_check_command
+    from dlguide._scaffold import add_scaffold_commands
+
+    add_scaffold_commands(plugin_sub)
+    add_check_command(plugin_sub)
+
     from dlguide._lrfind import add_lr_find_command
     from dlguide._report import add_report_command
     from dlguide._serve import add_serve_command
@@ -355,6 +374,21 @@ def build_parser(rt: Runtime) -> Parser:
     add_lr_find_command(sub)
     add_commands(rt, sub)  # each plugin's on its own: one that fails is reported and skipped
     return parser
+
+
+def parse(parser: Parser, argv: Sequence[str]) -> argparse.Namespace:
+    """``argv`` parsed; a command of ``INTERMIXED`` parses its own words again with options and
+    positionals intermixed: argparse ends a list of positionals at the first option, so that
+    ``predict RUN --json a b`` would leave ``a b`` unrecognized. Unknown options stay usage errors."""
+    args, extras = parser.parse_known_args(argv)
+    if args.command in INTERMIXED:
+        # the top level takes flags only (--debug), so the first word that is not one is the command
+        at = next(i for i, word in enumerate(argv) if not word.startswith("-"))
+        mixed = parser.commands[args.command].parse_intermixed_args(argv[at + 1:])
+        vars(args).update(vars(mixed))  # a fresh parse: options that accumulate are not counted twice
+    elif extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
 
 
 def _print_error(exc: BaseException) -> None:
@@ -378,7 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rt = get_runtime()
         parser = build_parser(rt)
-        args = parser.parse_args(argv)
+        args = parse(parser, argv)
         if args.command is None:
             parser.print_help()
             return 2

@@ -35,6 +35,8 @@ class Entry:
     tasks: tuple[str, ...] = ()
     #: a task's config class as ``"package.module:Attr"`` (a torch-free module), when registered
     config: str | None = None
+    #: a task's lighter settings for ``dlguide plugin check`` (smaller models or data), over its demo's
+    check: Mapping[str, Any] | None = field(default=None, compare=False)
 
     def load_config(self) -> Any:
         """The task's config class, imported from ``config`` without importing the task."""
@@ -56,7 +58,9 @@ class Entry:
 
 
 class Registry:
-    """Tasks, models and datasets by name. Plugins receive one in ``dlguide_register``."""
+    """Tasks, models and datasets by name. Plugins receive one in ``dlguide_register`` and call
+    ``add_task``, ``add_model`` and ``add_dataset`` on it with ``"package.module:Attr"`` targets,
+    which are imported only when a run needs them."""
 
     def __init__(self) -> None:
         self._entries: dict[Kind, dict[str, Entry]] = {kind: {} for kind in KINDS}
@@ -64,16 +68,21 @@ class Registry:
 
     def add_task(
         self, name: str, target: str, summary: str, *, demo: Mapping[str, Any] | None = None,
-        config: str | None = None,
+        config: str | None = None, check: Mapping[str, Any] | None = None,
     ) -> None:
         """Register a task ``<domain>.<task>``; ``demo`` holds the config overrides of its short demo;
         ``config`` (``"package.module:Attr"``) names its config class in a module that imports no
-        torch, so that ``dlguide info`` starts as fast as ``dlguide list``."""
+        torch, so that ``dlguide info`` starts as fast as ``dlguide list``; ``check`` holds config
+        overrides that make ``dlguide plugin check``'s short runs of the task light (a smaller
+        model or data set), applied over the demo's and the check's own limits."""
         if not _TASK_NAME.match(name):
             raise UsageError(f"task name {name!r} must look like '<domain>.<task>', e.g. 'vision.classify'")
+        if check is not None and not isinstance(check, Mapping):
+            raise UsageError(f"task {name!r}: check must map config keys to values, not {type(check).__name__}")
         self._add("task", name, target, summary, demo)
-        if config is not None:
-            self._entries["task"][name] = replace(self._entries["task"][name], config=config)
+        if config is not None or check is not None:
+            self._entries["task"][name] = replace(self._entries["task"][name], config=config,
+                                                  check=dict(check) if check is not None else None)
 
     def add_model(self, name: str, target: str, summary: str, *, tasks: str | tuple[str, ...] = ()) -> None:
         """Register a model builder ``<domain>.<name>``, called as ``builder(config, meta) -> nn.Module``.
@@ -126,6 +135,7 @@ class Registry:
             yield from sorted(self._entries[k].values(), key=lambda e: e.name)
 
     def names(self, kind: Kind) -> list[str]:
+        """The registered names of one kind, sorted."""
         return sorted(self._entries[kind])
 
     def include(self, other: Registry) -> None:

@@ -1,6 +1,6 @@
 """pytest plugin for plugin authors (installed with dlguide-core, entry point ``pytest11``).
 
-Fixtures:
+Fixtures (``pytest --fixtures`` lists them with these descriptions):
 
 ``dlguide_runtime(*plugins, entry_points=())``
     A Runtime holding only the given plugin modules (or objects) and the named installed
@@ -9,16 +9,13 @@ Fixtures:
     Fails when a plugin implements an unknown hook or a hook with arguments the spec lacks.
 ``dlguide_smoke_run(task, **overrides)``
     Runs a task for one tiny step (``fast_dev_run``) into ``tmp_path`` under
-    ``check_export(run_dir, bundle, formats=("onnx", "pt2"), runtime=None)``
-    Exports a finished run, checks the bundle with ``export verify`` (every format within its
-    tolerance of eager PyTorch), reloads it with each runtime and predicts its reference inputs
-    through the inference path; returns the manifest. A plugin's test of "every task exports".
-
-``served(*paths, folder)``
-    A context manager: the ``dlguide serve`` app over runs or bundles, in process (a
-    ``starlette.testclient.TestClient``, no port), its metrics in ``folder``.
-
-``GuardedStrategy`` and checks the run directory it leaves.
+    ``GuardedStrategy``, checks the run directory it leaves, evaluates the saved weights again
+    (``dlguide eval``) and predicts the task's reference inputs with the reloaded run; returns
+    the run's result.
+``dlguide_plugin_check(name_or_path, runtime=None)``
+    Runs the conformance suite (``dlguide plugin check``) on an installed plugin's name or a
+    plugin project folder, its runs under ``tmp_path``, and fails with the lines of the checks
+    that failed; returns every check's result.
 ``dlguide_distributed_run(task, *sets, processes=2, exact=True, ignore=(), tolerance=1e-5)``
     Runs ``dlguide run TASK`` in one process and in ``processes`` (``--nproc-per-node``, gloo on
     the CPU) with the same settings and checks that the processes wrote one run: one report,
@@ -28,9 +25,25 @@ Fixtures:
     Exact agreement needs a task without batch norm (SyncBatchNorm needs CUDA) and dropout,
     and a training set whose last global batch holds at least one sample per process.
 
+Helpers:
+
+``check_export(run_dir, bundle, formats=("onnx", "pt2"), runtime=None)``
+    Exports a finished run, checks the bundle with ``export verify`` (every format within its
+    tolerance of eager PyTorch), reloads it with each runtime and predicts its reference inputs
+    through the inference path; returns the manifest. A plugin's test of "every task exports".
+``served(*paths, folder, runtime=None)``
+    A context manager: the ``dlguide serve`` app over runs or bundles, in process (a
+    ``starlette.testclient.TestClient``, no port), its metrics in ``folder``.
+``check_hooks(plugin)``
+    What ``dlguide_check_hooks`` runs, as a plain function.
+``run_cli(*args, env=None, timeout=900)``
+    ``python -m dlguide ARGS`` in a subprocess, its output captured.
 ``GuardedStrategy``
     A single-device strategy that wraps the model as a distributed wrapper would and fails the
     run when a task calls the bare network (or any part of it) around the wrapper.
+
+``dlguide plugin check`` runs the same checks (the smoke run, predict, export, serve) without
+pytest.
 """
 
 from __future__ import annotations
@@ -40,6 +53,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -47,62 +61,18 @@ from typing import Any
 
 import pytest
 
-from dlguide._plugins import GROUP, Runtime, load_runtime, new_plugin_manager, use_runtime
-from dlguide._strategy import SingleDeviceStrategy
+from dlguide._checks import GuardedStrategy, check_export, check_hooks, check_predict, served, smoke_run
+from dlguide._conformance import CheckResult, check_plugin
+from dlguide._plugins import GROUP, Runtime, load_runtime, use_runtime
 
-
-class GuardedStrategy(SingleDeviceStrategy):
-    """Wraps the model in a ``nn.Module`` that calls it, as DDP does, and fails any forward pass
-    of the bare module or of one of its parts that does not go through that wrapper
-    (``task.module.generator(z)`` instead of ``task.model(...)``): under DDP such a pass would
-    train without synchronised gradients. Tasks that pass under it are ready for DDP."""
-
-    name = "guarded"
-
-    def wrap(self, module: Any, *, automatic_optimization: bool = True) -> Any:
-        from torch import nn
-
-        class Wrapper(nn.Module):
-            def __init__(self, inner: nn.Module) -> None:
-                super().__init__()
-                self.module = inner
-                self.depth = 0
-
-            def forward(self, *args: Any, **kwargs: Any) -> Any:
-                self.depth += 1
-                try:
-                    return self.module(*args, **kwargs)
-                finally:
-                    self.depth -= 1
-
-        wrapper = Wrapper(module.to(self.device))
-
-        def guard(part: nn.Module, args: Any) -> None:
-            if wrapper.depth == 0:
-                raise AssertionError(f"{type(part).__name__} was called around the wrapped model: call the "
-                                     "network through task.model(...)")
-
-        for part in module.modules():
-            part.register_forward_pre_hook(guard)
-        return wrapper
-
-    def unwrap(self, model: Any) -> Any:
-        return model.module
-
-
-def check_hooks(plugin: object) -> list[str]:
-    """Validate ``plugin``'s hook implementations against the specs; return the hook names."""
-    from dlguide._plugins import _check_unknown_hooks
-
-    _check_unknown_hooks(plugin, getattr(plugin, "__name__", repr(plugin)))
-    pm = new_plugin_manager()
-    pm.register(plugin)  # pluggy rejects arguments the spec does not have
-    pm.check_pending()
-    return sorted(c.name for c in pm.get_hookcallers(plugin) or [])
+__all__ = ["GuardedStrategy", "check_export", "check_hooks", "run_cli", "served"]
 
 
 @pytest.fixture
 def dlguide_runtime() -> Iterator[Callable[..., Runtime]]:
+    """``dlguide_runtime(*plugins, entry_points=())``: a Runtime holding only the given plugin
+    modules (or objects) and the named installed entry points, loaded strictly (a broken plugin
+    fails the test) and current until the test ends."""
     stack = contextlib.ExitStack()
 
     def make(*plugins: object, entry_points: tuple[str, ...] = ()) -> Runtime:
@@ -124,105 +94,43 @@ def dlguide_runtime() -> Iterator[Callable[..., Runtime]]:
 
 @pytest.fixture
 def dlguide_check_hooks() -> Callable[[object], list[str]]:
+    """``dlguide_check_hooks(plugin)``: fails when the plugin implements an unknown ``dlguide_*``
+    hook or a hook with arguments its spec lacks; returns the names of the hooks it implements."""
     return check_hooks
 
 
 @pytest.fixture
 def dlguide_smoke_run(tmp_path: Path) -> Callable[..., Any]:
-    from dlguide._runs import run_task
+    """``dlguide_smoke_run(task, **overrides)``: one tiny step of the task (``fast_dev_run``, the
+    overrides as ``--set key=value``) under ``GuardedStrategy`` into ``tmp_path``; checks the run
+    directory, evaluates the saved weights again and predicts the task's reference inputs with
+    the reloaded run (one JSON-safe result each). Returns the run's result."""
 
     def smoke(task: str, **overrides: Any) -> Any:
-        import tempfile
-
-        from dlguide._inference import predict
-        from dlguide._runs import build_task, evaluate_run, load_run
-
-        sets = ["fast_dev_run=true", *(f"{k}={v}" for k, v in overrides.items())]
         out = tmp_path / task.replace(".", "-")
-        result = run_task(task, overrides=sets, out=out, progress="none", strategy=GuardedStrategy(device="cpu"))
-        for name in ("config.yaml", "metrics.jsonl", "metrics.json", "model.safetensors", "checkpoints/last.ckpt"):
-            assert (out / name).is_file(), f"{task}: the run directory lacks {name}"
-        # the finished run is used as a user would: reloaded without its data, evaluated, predicted
-        evaluated = evaluate_run(out)
-        for key, value in result.metrics.items():
-            if key.startswith("test/") and isinstance(value, float) and key in evaluated:
-                assert evaluated[key] == pytest.approx(value, rel=1e-4, abs=1e-6, nan_ok=True), \
-                    f"{task}: dlguide eval gives {key}={evaluated[key]}, the run gave {value}"
-        loaded = load_run(out)
-        try:
-            if loaded.reference_from_data:
-                data_task = build_task(task, overrides=sets)
-                raws = list(data_task.reference_inputs(data_task.build_data(), 2))
-            else:
-                raws = list(loaded.reference_inputs(None, 2))
-        except NotImplementedError:
-            pytest.fail(f"{task}: implement Task.reference_inputs (raw inputs from the test split) so that a "
-                        "reloaded run can be predicted, exported and served")
-        assert raws, f"{task}: reference_inputs gave no input"
-        with tempfile.TemporaryDirectory() as folder:
-            rows = predict(loaded, raws, out_dir=Path(folder) if loaded.writes_files else None)
-            json.dumps(rows)  # JSON-safe, as served
-        assert len(rows) == len(raws), f"{task}: {len(rows)} predictions for {len(raws)} inputs"
+        result = smoke_run(task, out, overrides=[f"{k}={v}" for k, v in overrides.items()])
+        check_predict(out)  # the finished run used as a user would: reloaded without its data
         return result
 
     return smoke
 
 
-def check_export(run_dir: str | Path, bundle: str | Path, formats: Sequence[str] = ("onnx", "pt2"), *,
-                 runtime: Runtime | None = None) -> dict[str, Any]:
-    """Export ``run_dir`` to ``bundle`` in ``formats``, verify every format against eager PyTorch,
-    and predict the reference inputs with each runtime; fails with what went wrong."""
-    import tempfile
+@pytest.fixture
+def dlguide_plugin_check(tmp_path: Path) -> Callable[..., list[CheckResult]]:
+    """``dlguide_plugin_check(name_or_path, runtime=None)``: the conformance suite of ``dlguide
+    plugin check`` on an installed plugin (its entry-point name) or a plugin project folder, its
+    runs under ``tmp_path``; fails the test with the line of each check that failed and returns
+    every check's result otherwise."""
 
-    from dlguide._export import export_run, load_model, read_reference_inputs, verify_bundle
-    from dlguide._inference import predict
+    def check(name_or_path: str | Path, *, runtime: Runtime | None = None) -> list[CheckResult]:
+        out = Path(tempfile.mkdtemp(prefix="plugin-check-", dir=tmp_path))  # a new folder per call
+        results = check_plugin(name_or_path, out=out, runtime=runtime)
+        failed = [r.line() for r in results if not r.ok]
+        if failed:
+            pytest.fail("\n".join(failed), pytrace=False)
+        return results
 
-    result = export_run(run_dir, bundle, ["safetensors", *formats], runtime=runtime)
-    manifest = result.manifest
-    for fmt in formats:
-        assert fmt in manifest["formats"], f"{manifest['task']}: {fmt} was not written: {result.notes}"
-    assert manifest["reference"]["inputs"], f"{manifest['task']}: no reference inputs"
-    checks = verify_bundle(bundle, registry_runtime=runtime)
-    failed = [c for c in checks if not c.ok]
-    assert not failed, f"{manifest['task']}: " + "; ".join(f"{c.runtime}: |diff| {c.max_abs_diff:g} > {c.tolerance:g}"
-                                                           f" {c.note}" for c in failed)
-    assert {c.runtime.split()[0] for c in checks} >= set(formats)
-    for kind in ["torch", *(["onnx"] if "onnx" in formats else [])]:
-        loaded = load_model(bundle, runtime=kind, registry_runtime=runtime)
-        raws = read_reference_inputs(Path(bundle), manifest)
-        with tempfile.TemporaryDirectory() as out:
-            rows = predict(loaded.task, raws, out_dir=Path(out) if loaded.task.writes_files else None)
-        assert len(rows) == len(raws), f"{manifest['task']} with {kind}: {len(rows)} results for {len(raws)} inputs"
-    return manifest
-
-
-@contextlib.contextmanager
-def served(*paths: str | Path, folder: str | Path) -> Iterator[Any]:
-    """The server's app over ``paths`` (each served under its folder's name), in this process."""
-    from prometheus_client import values
-    from starlette.testclient import TestClient
-
-    from dlguide._export import load_model
-    from dlguide._serve import ServeSettings
-    from dlguide._serve_http import create_app
-    from dlguide._serve_metrics import MULTIPROC_ENV
-
-    state = Path(folder)
-    (state / "metrics").mkdir(parents=True, exist_ok=True)
-    before_env, before_values = os.environ.get(MULTIPROC_ENV), values.ValueClass
-    os.environ[MULTIPROC_ENV] = str(state / "metrics")
-    try:
-        models = {Path(p).resolve().name: load_model(p, name=Path(p).resolve().name) for p in paths}
-        settings = ServeSettings(models=[(name, str(Path(p).resolve())) for name, p in zip(models, paths)],
-                                 state_dir=str(state), allowed_roots=[str(Path(p).resolve().parent) for p in paths])
-        with TestClient(create_app(settings, models)) as client:
-            yield client
-    finally:
-        values.ValueClass = before_values  # the server selects prometheus' multiprocess values
-        if before_env is None:
-            os.environ.pop(MULTIPROC_ENV, None)
-        else:
-            os.environ[MULTIPROC_ENV] = before_env
+    return check
 
 
 def run_cli(*args: Any, env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -234,6 +142,11 @@ def run_cli(*args: Any, env: dict[str, str] | None = None, timeout: float = 900)
 
 @pytest.fixture
 def dlguide_distributed_run(tmp_path: Path) -> Callable[..., tuple[dict[str, Any], dict[str, Any], str]]:
+    """``dlguide_distributed_run(task, *sets, processes=2, exact=True, ignore=(), tolerance=1e-5)``:
+    ``dlguide run TASK --set SETS`` in one process and in ``processes`` (gloo on the CPU); fails
+    unless the processes wrote one run with the metrics of the single process (within
+    ``tolerance`` with ``exact``, ``ignore`` keys aside). Returns both runs' final metrics and the
+    distributed run's stderr."""
     def compare(task: str, *sets: str, processes: int = 2, exact: bool = True, ignore: Sequence[str] = (),
                 tolerance: float = 1e-5) -> tuple[dict[str, Any], dict[str, Any], str]:
         runs: list[dict[str, Any]] = []

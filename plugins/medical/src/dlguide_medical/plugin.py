@@ -11,6 +11,10 @@ def dlguide_register(registry: Registry) -> None:
         "3D segmentation with MONAI's U-Net or SegResNet (synthetic spheres, MNI152 brain, a Decathlon folder)",
         demo={},  # the defaults: synthetic spheres, test Dice about 0.95 in well under a minute on 2 cores
         config="dlguide_medical.config:SegmentationConfig",
+        # dlguide plugin check: five small volumes, a two-level U-Net on small patches
+        check={"synthetic_cases": 5, "synthetic_size": 32, "val_fraction": 0.2, "test_fraction": 0.2,
+               "batch_size": 2, "samples_per_volume": 2, "patch_size": [16, 16, 16], "channels": [8, 16],
+               "sw_batch_size": 8},
     )
     registry.add_task(
         "medical.classify",
@@ -18,6 +22,8 @@ def dlguide_register(registry: Registry) -> None:
         "2D medical image classification with MONAI's DenseNet-121 (synthetic shapes, a MedNIST-style folder)",
         demo={},  # the defaults: three size classes of synthetic discs, about 25 s on 2 cores
         config="dlguide_medical.config:MedicalClassificationConfig",
+        # dlguide plugin check: ten small images per class, one small training batch per epoch
+        check={"synthetic_per_class": 10, "image_size": 32, "batch_size": 4, "limit_train_batches": 1},
     )
     for name, summary, task in (
         ("unet", "MONAI's residual 3D U-Net", "medical.segment"),

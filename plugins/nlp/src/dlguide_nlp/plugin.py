@@ -12,6 +12,8 @@ def dlguide_register(registry: Registry) -> None:
         "dlguide_nlp.classify:TextClassificationTask",
         "classify texts with an RNN, LSTM, GRU or a fine-tuned transformer (Rotten Tomatoes, CSV/TSV/JSONL files)",
         demo={"epochs": 5, "model": "gru", "max_length": 64}, config="dlguide_nlp.config:TextClassificationConfig",
+        # dlguide plugin check: a small GRU over short texts (ONNX export unrolls it over max_length)
+        check={"max_length": 16, "vocab_size": 2000, "embedding_dim": 32, "hidden_size": 32},
     )
     # builders called as builder(config, meta): dlguide_nlp.models says what meta holds
     for name, summary in (

@@ -22,6 +22,8 @@ def dlguide_register(registry: Registry) -> None:
         "dlguide_vision.gan:ImageGenerationTask",
         "generate images with a DCGAN, scored by a classifier of the same data (digits, MNIST family, CIFAR-10)",
         demo={"epochs": 40, "classifier_epochs": 8}, config="dlguide_vision.config:ImageGenerationConfig",
+        # dlguide plugin check: a one-epoch scoring classifier and a few scored samples
+        check={"classifier_epochs": 1, "quality_samples": 20},
     )
     for name, summary in (
         ("cnn", "the chapter's CNN: conv/activation/pool blocks, then fully connected layers"),
