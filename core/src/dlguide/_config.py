@@ -26,8 +26,13 @@ MAX_CONFIG_VALUES = 100_000
 def option(default: Any, help: str, *, choices: Iterable[Any] | None = None, registry: str | None = None) -> Any:
     """A config field with a default, one line of help, and optionally allowed values.
 
-    ``registry="model"`` (or ``"dataset"``) takes the allowed values from the registry: the
-    models (datasets) registered for the task, so an installed package can add choices.
+    Use it as a dataclass field of a ``TrainConfig`` subclass
+    (``hidden: int = option(32, "units of the hidden layer")``): the annotation is the type
+    that ``--set`` and config files are converted to, and ``dlguide info`` shows the key with its
+    type, default and help. A list, dict or dataclass default is copied for each config.
+    ``choices`` are the only values accepted. ``registry="model"`` (or ``"dataset"``) takes the
+    allowed values from the registry: the models (datasets) registered for the task, so an
+    installed package can add choices.
     """
     if registry not in (None, "model", "dataset"):
         raise ValueError(f"option(registry={registry!r}): expected 'model' or 'dataset'")

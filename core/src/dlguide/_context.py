@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 
 class RunContext:
-    """The run a task is part of (``task.run``)."""
+    """The run a task is part of (``task.run``), set while the run trains, validates and tests
+    (None on a finished run loaded for inference)."""
 
     def __init__(self, trainer: Trainer) -> None:
         self._trainer = trainer
@@ -36,6 +37,7 @@ class RunContext:
 
     @property
     def max_epochs(self) -> int:
+        """Epochs the run trains in all (the config's ``epochs``, or the new value on an extended resume)."""
         return self._trainer.max_epochs
 
     @property
@@ -45,6 +47,7 @@ class RunContext:
 
     @property
     def device(self) -> torch.device:
+        """The device this process trains on; batches arrive in the steps already moved there."""
         return self._trainer.strategy.device
 
     @property
@@ -108,6 +111,7 @@ class RunContext:
     # -- for tasks that step their optimizers themselves ---------------------------------
     @property
     def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The run's optimizers, in the order ``configure_optimizers`` returned them."""
         return list(self._trainer.optimizers)
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
