@@ -143,7 +143,7 @@ def test_predict_batches_decoded_inputs_and_encodes_each(toy_runtime, tmp_path):
     with dlguide._plugins.use_runtime(toy_runtime):
         task, rows = predict_run(res.run_dir, ["0.5", "1", "-1", RawInput(value=2.0, name="two"), "0"])
     assert type(task).predict_steps - before == 3  # five inputs in batches of two
-    assert [r["x"] for r in rows] == [0.5, 1.0, -1.0, 2.0, 0.0]
+    assert [r["input"] for r in rows] == [0.5, 1.0, -1.0, 2.0, 0.0]  # the core names the inputs: the numbers
     assert all(isinstance(r["y"], float) for r in rows)
     json.dumps(rows)  # JSON-safe
     with dlguide._plugins.use_runtime(toy_runtime), pytest.raises(UsageError, match="not 'abc'"):
@@ -171,7 +171,7 @@ def test_predict_on_the_command_line_prints_lines_or_json(toy_runtime, tmp_path,
     with dlguide._plugins.use_runtime(toy_runtime):
         assert main(["predict", str(res.run_dir), "0.5", "--json"]) == 0
         rows = json.loads(capsys.readouterr().out)
-        assert rows[0]["x"] == 0.5 and set(rows[0]) == {"x", "y", "sin(x)"}
+        assert rows[0]["input"] == 0.5 and list(rows[0]) == ["input", "y", "sin(x)"]
         assert main(["predict", str(res.run_dir), "0.5", "--out", str(tmp_path / "o")]) == 2
         assert "writes no files; drop --out" in capsys.readouterr().err
 

@@ -114,13 +114,13 @@ def test_run_eval_predict_through_the_cli(tmp_path):
     pred = dlguide("predict", out, "0.5", "1.5")
     assert pred.returncode == 0, pred.stderr
     lines = pred.stdout.splitlines()
-    assert len(lines) == 2 and lines[0].startswith("x=0.5  y=") and "sin(x)=0.4794" in lines[0]
+    assert len(lines) == 2 and lines[0].startswith("0.5  ->  y=") and "sin(x)=0.4794" in lines[0]
     bad = dlguide("predict", out, "half")
     assert bad.returncode == 2 and "example.sine predicts from numbers" in bad.stderr
     (tmp_path / "xs.txt").write_text("0.5\n\n2.0\n")
     from_file = dlguide("predict", out, "1.5", "--file", tmp_path / "xs.txt")
     assert from_file.returncode == 0, from_file.stderr
-    assert [line.split()[0] for line in from_file.stdout.splitlines()] == ["x=1.5", "x=0.5", "x=2.0"]
+    assert [line.split()[0] for line in from_file.stdout.splitlines()] == ["1.5", "0.5", "2.0"]
     (tmp_path / "latin1.txt").write_bytes("0.5\n1,5 \xb0\n".encode("latin-1"))
     bad = dlguide("predict", out, "--file", tmp_path / "latin1.txt")
     assert bad.returncode == 2 and "latin1.txt is not UTF-8 text: invalid byte at offset 8" in bad.stderr

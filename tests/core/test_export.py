@@ -50,7 +50,7 @@ def test_a_bundle_holds_what_serving_needs(bundle, sine_run):
     assert manifest["metrics"]["test/mae"] == test_metrics["test/mae"]
     # reference inputs with the results the run gave them, and statistics of 32 test predictions
     assert len(manifest["reference"]["inputs"]) == 4
-    assert manifest["reference"]["results"][0]["x"] == manifest["reference"]["inputs"][0]["value"]
+    assert manifest["reference"]["results"][0]["input"] == manifest["reference"]["inputs"][0]["value"]
     assert manifest["reference"]["statistics_inputs"] == 32
     assert manifest["statistics"]["prediction"]["kind"] == "numeric"
     assert sum(manifest["statistics"]["input"]["fractions"].values()) == pytest.approx(1)

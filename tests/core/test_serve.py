@@ -203,14 +203,15 @@ def test_routes(client, runs):
 
 def test_predict_each_input_kind(client):
     sine = predict_ok(client, "sine", [0.5, 1.57])
-    assert sine["model"] == "sine" and len(sine["predictions"]) == 2 and sine["predictions"][0]["x"] == 0.5
+    assert sine["model"] == "sine" and len(sine["predictions"]) == 2 and sine["predictions"][0]["input"] == 0.5
     assert sine["version"] == client.get("/v1/models/sine").json()["version"]
 
     images = digit_pngs(3)
     by_json = predict_ok(client, "digits", [b64(images[0], "a.png"), b64(images[1], "b.png")])
     assert [p["input"] for p in by_json["predictions"]] == ["a.png", "b.png"]
     top = by_json["predictions"][0]["top"]
-    assert len(top) == 3 and all(0 <= p <= 1 for _, p in top)
+    assert len(top) == 3 and all(0 <= c["probability"] <= 1 for c in top)
+    assert by_json["predictions"][0]["label"] == top[0]["label"]
     files = [("file", ("one.png", images[0], "image/png")), ("file", ("two.png", images[2], "image/png"))]
     uploaded = client.post("/v1/models/digits/predict", files=files)
     assert uploaded.status_code == 200, uploaded.text
@@ -218,20 +219,20 @@ def test_predict_each_input_kind(client):
     assert uploaded.json()["predictions"][0]["top"] == top  # the same image, whichever way it came
 
     texts = predict_ok(client, "reviews", ["a great film", "dull plot"])["predictions"]
-    assert {t["label"] for t in texts} <= {"good", "bad"} and texts[0]["text"] == "a great film"
+    assert {t["label"] for t in texts} <= {"good", "bad"} and texts[0]["input"] == "a great film"
 
 
 def test_written_files_come_back_inline(client, main):
     from PIL import Image
 
     rows = predict_ok(client, "gan", [3, 4])["predictions"]
-    assert [row["seed"] for row in rows] == [3, 4]
+    assert [row["input"] for row in rows] == [3, 4]
     for row in rows:
-        image = row["path"]
-        assert image["media_type"] == "image/png" and image["filename"] == f"sample_seed{row['seed']}.png"
+        image = row["file"]
+        assert image["media_type"] == "image/png" and image["filename"] == f"sample_seed{row['input']}.png"
         assert Image.open(io.BytesIO(base64.b64decode(image["b64"]))).size[0] > 1
-    again = predict_ok(client, "gan", [3])["predictions"][0]["path"]["b64"]
-    assert again == rows[0]["path"]["b64"]  # a seed always makes the same image
+    again = predict_ok(client, "gan", [3])["predictions"][0]["file"]["b64"]
+    assert again == rows[0]["file"]["b64"]  # a seed always makes the same image
     assert not list((main.tmp / "tmp").glob("dlguide-result-*")), "the per-request folder was left behind"
 
 
@@ -310,7 +311,7 @@ def test_concurrent_requests_are_batched(client):
     before = scrape(client)
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         answers = list(pool.map(lambda x: predict_ok(client, "sine", [x / 10]), range(16)))
-    assert [a["predictions"][0]["x"] for a in answers] == pytest.approx([x / 10 for x in range(16)])
+    assert [a["predictions"][0]["input"] for a in answers] == pytest.approx([x / 10 for x in range(16)])
     after = scrape(client)
     batches = metric(after, "dlguide_batch_size_count", model="sine") - metric(before, "dlguide_batch_size_count",
                                                                               model="sine")

@@ -21,7 +21,8 @@ from dlguide_medical.msd import write_nifti
 from dlguide.testing import check_export
 
 TINY = ["epochs=1", "limit_train_batches=1", "batch_size=8", "image_size=32", "seed=0"]
-LINE = re.compile(r"^(?P<path>.+): (?P<probs>(\w+ \d\.\d{3}(, )?){3})$")
+#: format_prediction of every classifier: the input, the best class and its probability, the runners-up
+LINE = re.compile(r"^(?P<path>.+)  ->  (?P<label>\w+) \d\.\d\d  \((?P<others>\w+ \d\.\d\d, \w+ \d\.\d\d)\)$")
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +47,13 @@ def test_predict_prints_every_class_probability(shapes_run, runtime, medical_cac
     write_nifti(np.random.default_rng(0).random((40, 40, 1)).astype(np.float32), OBLIQUE, nifti)
     inputs = [str(png), str(nifti), str(dicom_file("MR_small.dcm"))]
     task, rows = predict_run(shapes_run.run_dir, inputs, runtime=runtime)
-    assert [row["path"] for row in rows] == inputs
+    assert [row["input"] for row in rows] == inputs
     for row in rows:
-        assert sorted(c for c, _ in row["probabilities"]) == ["large", "medium", "small"]
-        probs = [p for _, p in row["probabilities"]]
-        assert sum(probs) == pytest.approx(1, abs=1e-5) and probs == sorted(probs, reverse=True)
-        assert LINE.match(task.format_prediction(row))["path"] == row["path"]
+        assert list(row) == ["input", "label", "probability", "top"]
+        assert sorted(c["label"] for c in row["top"]) == ["large", "medium", "small"]
+        probs = [c["probability"] for c in row["top"]]
+        assert sum(probs) == pytest.approx(1, abs=1e-3) and probs == sorted(probs, reverse=True)
+        assert LINE.match(task.format_prediction(row))["path"] == row["input"]
 
 
 def test_predict_errors_name_the_input(shapes_run, runtime, tmp_path):
@@ -103,10 +105,10 @@ def test_folder_run_predicts_after_its_data_are_deleted(runtime, dlguide_runtime
     shutil.rmtree(tmp_path / "stripes")
 
     task, rows = predict_run(result.run_dir, [*uploads, str(copy)], runtime=runtime)
-    assert [row["path"] for row in rows] == [u.name for u in uploads] + [str(copy)]
-    assert rows[-1] == {**rows[0], "path": str(copy)}  # the same image as a local file
+    assert [row["input"] for row in rows] == [u.name for u in uploads] + [str(copy)]
+    assert rows[-1] == {**rows[0], "input": str(copy)}  # the same image as a local file
     labels = [files[i][1] for i in test]
-    probs = [dict(row["probabilities"]) for row in rows[:-1]]
+    probs = [{c["label"]: c["probability"] for c in row["top"]} for row in rows[:-1]]
     predicted = [int(p["vertical"] > p["horizontal"]) for p in probs]
     assert np.mean(np.equal(predicted, labels)) == pytest.approx(result.metrics["test/accuracy"])
     assert roc_auc([p["vertical"] for p in probs], labels) == pytest.approx(result.metrics["test/auc"], abs=1e-6)

@@ -110,7 +110,7 @@ def test_classify_predict_refuses_a_non_finite_image(class_run, runtime, tmp_pat
     assert "\n" not in str(info.value)
     fine = write_scan(tmp_path / "fine.nii.gz", "finite", (40, 40, 1))
     _, [row] = predict_run(class_run.run_dir, [str(fine)], runtime=runtime)
-    assert all(np.isfinite(p) for _, p in row["probabilities"])
+    assert all(np.isfinite(c["probability"]) for c in row["top"])
 
 
 def test_training_on_a_non_finite_volume_names_it(runtime, tmp_path):

@@ -99,20 +99,20 @@ def test_msd_folder_run_predicts_after_its_data_are_deleted(runtime, dlguide_run
     source = write_scan(tmp_path / "scan.nii.gz")
     task, rows = predict_run(result.run_dir, [str(source)], out=tmp_path / "labels", runtime=runtime)
     output = tmp_path / "labels" / "scan_seg.nii.gz"
-    assert rows == [{"path": str(source), "output": str(output), "shape": [30, 26, 14],
+    assert rows == [{"input": str(source), "file": str(output), "shape": [30, 26, 14],
                      "voxels": {"sphere": rows[0]["voxels"]["sphere"]}}]
     written = nib.load(output)
     assert written.shape == (30, 26, 14)
     np.testing.assert_allclose(written.affine, OBLIQUE, atol=1e-4)
     labels = np.asarray(written.dataobj)
     assert set(np.unique(labels)) <= {0, 1} and int((labels == 1).sum()) == rows[0]["voxels"]["sphere"]
-    assert task.format_prediction(rows[0]) == (f"{source} -> {output} (30x26x14; sphere "
+    assert task.format_prediction(rows[0]) == (f"{source}  ->  {output}  (30x26x14; sphere "
                                                f"{rows[0]['voxels']['sphere']} voxels)")
 
     dlguide_runtime(dlguide_medical.plugin)  # the command line's runtime: this plugin only
     assert cli_main(["predict", str(result.run_dir), str(source)]) == 0
     default = result.run_dir / "predictions" / "scan_seg.nii.gz"
-    assert capsys.readouterr().out.strip() == task.format_prediction({**rows[0], "output": str(default)})
+    assert capsys.readouterr().out.strip() == task.format_prediction({**rows[0], "file": str(default)})
     np.testing.assert_array_equal(np.asarray(nib.load(default).dataobj), labels)
 
 
@@ -120,7 +120,7 @@ def test_predict_reads_uploaded_bytes_under_their_file_name(synthetic_run, runti
     source = write_scan(tmp_path / "scan.nii.gz")
     upload = RawInput(value=source.read_bytes(), name="upload.nii.gz")
     _, rows = predict_run(synthetic_run.run_dir, [str(source), upload], out=tmp_path / "out", runtime=runtime)
-    assert [r["path"] for r in rows] == [str(source), "upload.nii.gz"]
+    assert [r["input"] for r in rows] == [str(source), "upload.nii.gz"]
     from_path, from_bytes = (np.asarray(nib.load(tmp_path / "out" / n).dataobj)
                              for n in ("scan_seg.nii.gz", "upload_seg.nii.gz"))
     np.testing.assert_array_equal(from_bytes, from_path)
@@ -157,7 +157,7 @@ def test_predict_checks_every_input_before_writing(synthetic_run, runtime, tmp_p
     assert not (tmp_path / "out").exists()
     # a refused call leaves nothing claimed: the same input predicts alone afterwards
     _, rows = predict_run(synthetic_run.run_dir, [str(good)], out=tmp_path / "out", runtime=runtime)
-    assert rows[0]["output"] == str(tmp_path / "out" / "good_seg.nii.gz")
+    assert rows[0]["file"] == str(tmp_path / "out" / "good_seg.nii.gz")
 
 
 def test_cli_reports_bad_input_in_one_line(synthetic_run, dlguide_runtime, tmp_path, capsys):
@@ -213,8 +213,8 @@ def test_a_served_volume_comes_back_as_a_label_file(synthetic_run, tmp_path):
         answer = client.post("/predict", files={"file": (image.name, image.read_bytes())})
         assert answer.status_code == 200, answer.text
         [row] = answer.json()["predictions"]
-        assert row["path"] == "scan.nii.gz" and len(row["shape"]) == 3
-        written = row["output"]
+        assert row["input"] == "scan.nii.gz" and len(row["shape"]) == 3
+        written = row["file"]
         assert written["filename"].endswith("_seg.nii.gz") and written["media_type"] == "application/gzip"
         assert gzip.decompress(base64.b64decode(written["b64"]))[:4] in (b"\x5c\x01\x00\x00", b"\x00\x00\x01\x5c")
         bad = client.post("/predict", files={"file": ("notes.nii.gz", b"not a volume")})

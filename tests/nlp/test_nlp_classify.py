@@ -28,9 +28,9 @@ from dlguide_nlp import tokenization
 GOOD = ["great", "wonderful", "moving", "brilliant", "funny", "superb"]
 BAD = ["boring", "awful", "tedious", "clumsy", "dull", "bland"]
 FILLER = ["the", "film", "plot", "actors", "story", "is", "was", "quite", "and", "its", "ending", "script"]
-#: format_prediction: the best class and its probability, the runner-up in parentheses, the text
-LINE = re.compile(r"^(?P<label>good|bad) (?P<prob>\d\.\d\d) \((?P<other>good|bad) (?P<other_prob>\d\.\d\d)\)"
-                  r"  (?P<text>.+)$")
+#: format_prediction: the text, the best class and its probability, the runner-up in parentheses
+LINE = re.compile(r"^(?P<text>.+)  ->  (?P<label>good|bad) (?P<prob>\d\.\d\d)"
+                  r"  \((?P<other>good|bad) (?P<other_prob>\d\.\d\d)\)$")
 TINY = ["embedding_dim=8", "hidden_size=8", "heads=2", "max_length=12", "batch_size=16"]
 
 
@@ -179,9 +179,10 @@ def test_predict_from_a_run_whose_training_files_were_deleted(orphan_run, runtim
         task, rows = predict_run(orphan_run.run_dir, texts, runtime=runtime)
     assert [row["label"] for row in rows[:2]] == ["good", "bad"]
     for row, text in zip(rows, texts):
-        assert row["text"] == text and row["top"][0] == [row["label"], row["probability"]]
-        assert {label for label, _ in row["top"]} == {"good", "bad"}
-        assert sum(p for _, p in row["top"]) == pytest.approx(1, abs=1e-3) and row["probability"] >= 0.5
+        assert list(row) == ["input", "label", "probability", "top"]
+        assert row["input"] == text and row["top"][0] == {"label": row["label"], "probability": row["probability"]}
+        assert {c["label"] for c in row["top"]} == {"good", "bad"}
+        assert sum(c["probability"] for c in row["top"]) == pytest.approx(1, abs=1e-3) and row["probability"] >= 0.5
         assert json.loads(json.dumps(row)) == row
     line = LINE.match(task.format_prediction(rows[0]))
     assert line["label"] == "good" and line["other"] == "bad" and line["text"] == texts[0]
@@ -202,7 +203,7 @@ def test_cli_predict_reads_a_file_with_a_run_whose_training_files_were_deleted(o
     with use_runtime(runtime):
         assert main(["predict", str(orphan_run.run_dir), "dull", "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out)
-    assert row["label"] == "bad" and row["text"] == "dull"
+    assert row["label"] == "bad" and row["input"] == "dull"
 
 
 @pytest.mark.parametrize("text", ["", "  \n\t "])
@@ -224,7 +225,7 @@ def test_a_huge_text_is_cut_before_the_tokenizer_reads_it(orphan_run, runtime, m
     huge = "an awful, tedious film " * 50_000
     _, [row] = predict_run(orphan_run.run_dir, [RawInput(value=huge, name="book.txt")], runtime=runtime)
     assert seen == [10 * 32]  # max_length=10 tokens, 32 characters each at most
-    assert row["label"] == "bad" and len(row["text"]) == 200 and row["text"].endswith("...")
+    assert row["label"] == "bad" and len(row["input"]) == 200 and row["input"].endswith("...")
 
 
 def test_the_tokenizer_is_read_once_per_loaded_run(orphan_run, runtime, monkeypatch):

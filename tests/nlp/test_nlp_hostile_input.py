@@ -73,7 +73,7 @@ def assert_short_echo(text: str) -> None:
 def test_a_huge_input_is_cut_before_the_tokenizer_and_echoed_short(tiny_run, runtime, tokenized, value):
     _, [row] = predict_run(tiny_run.run_dir, [RawInput(value=value, name="book.txt")], runtime=runtime)
     assert tokenized and max(tokenized) <= 12 * CHARS_PER_TOKEN
-    assert_short_echo(row["text"])
+    assert_short_echo(row["input"])
     assert json.loads(json.dumps(row)) == row
 
 
@@ -82,9 +82,9 @@ def test_a_batch_of_huge_inputs_is_cut_and_echoed_short(tiny_run, runtime, token
     inputs = [RawInput(value=HUGE), RawInput(value="great film"), RawInput(value=HUGE.encode("utf-8"))]
     rows = predict(task, inputs, batch_size=2)
     assert len(rows) == 3 and max(tokenized) <= 12 * CHARS_PER_TOKEN
-    assert_short_echo(rows[0]["text"])
-    assert_short_echo(rows[2]["text"])
-    assert rows[1]["text"] == "great film"
+    assert_short_echo(rows[0]["input"])
+    assert_short_echo(rows[2]["input"])
+    assert rows[1]["input"] == "great film"
 
 
 def test_cli_predict_of_a_huge_file_line_prints_a_short_line(tiny_run, runtime, tmp_path, capsys, tokenized):
@@ -96,21 +96,21 @@ def test_cli_predict_of_a_huge_file_line_prints_a_short_line(tiny_run, runtime, 
     assert code == 0
     lines = out.splitlines()
     assert len(lines) == 2 and len(out) < 2 * (ECHO_CHARS + 40)
-    assert lines[0].endswith("  great film") and "an awful, tedious film" in lines[1]
+    assert lines[0].startswith("great film  ->  ") and "an awful, tedious film" in lines[1]
     assert max(tokenized) <= 12 * CHARS_PER_TOKEN
     with use_runtime(runtime):
         code = main(["predict", str(tiny_run.run_dir), "--file", str(texts), "--json"])
     out = capsys.readouterr().out
     assert code == 0 and len(out) < 2000
     rows = json.loads(out)
-    assert rows[0]["text"] == "great film"
-    assert_short_echo(rows[1]["text"])
+    assert rows[0]["input"] == "great film"
+    assert_short_echo(rows[1]["input"])
 
 
 def test_a_huge_text_of_many_lines_is_echoed_on_one_short_line(tiny_run, runtime):
     text = "an awful, tedious film\n" * 200_000
     task, [row] = predict_run(tiny_run.run_dir, [text], runtime=runtime)
-    assert len(row["text"]) <= ECHO_CHARS
+    assert len(row["input"]) <= ECHO_CHARS
     line = task.format_prediction(row)
     assert "\n" not in line and len(line) < ECHO_CHARS + 40
 

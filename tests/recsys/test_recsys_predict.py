@@ -37,7 +37,7 @@ def test_a_known_user_gets_unrated_items_of_their_taste_with_titles(trained, run
     task, rows = predict_run(run_dir, ["4", RawInput(value="4"), "5"], runtime=runtime)
     assert rows[0] == rows[1]
     for row, user, half in ((rows[0], "4", range(20)), (rows[2], "5", range(20, 40))):
-        assert row["user"] == user and row["note"] == ""
+        assert list(row) == ["input", "note", "items"] and row["input"] == user and row["note"] == ""
         items = [r["item"] for r in row["items"]]
         assert [r["rank"] for r in row["items"]] == list(range(1, 11))
         assert not set(items) & rated[user]
@@ -54,7 +54,7 @@ def test_an_unknown_user_gets_the_most_popular_items_with_a_note(trained, runtim
     run_dir, _ = trained
     _, rows = predict_run(run_dir, ["nobody", "4"], runtime=runtime)
     row = rows[0]
-    assert row["user"] == "nobody"
+    assert row["input"] == "nobody"
     assert row["note"] == "user nobody is not in this run's data: the 10 most popular items instead"
     counts = load_file(str(run_dir / "user_items.safetensors"))["train_item_counts"]
     catalogue = json.loads((run_dir / "catalogue.json").read_text())
@@ -79,7 +79,7 @@ def test_dlguide_predict_prints_one_line_per_user_and_json(trained, dlguide_runt
     assert lines[1].startswith("user nobody (user nobody is not in this run's data: the 10 most popular")
     assert main(["predict", str(run_dir), "4", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert rows[0]["user"] == "4" and len(rows[0]["items"]) == 10
+    assert rows[0]["input"] == "4" and len(rows[0]["items"]) == 10
 
 
 def test_dlguide_recommend_ranks_as_predict_does(trained, dlguide_runtime, runtime, capsys):
@@ -88,4 +88,4 @@ def test_dlguide_recommend_ranks_as_predict_does(trained, dlguide_runtime, runti
     assert main(["recommend", str(run_dir), "--user", "4", "-k", "10", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     _, rows = predict_run(run_dir, ["4"], runtime=runtime)
-    assert shown["rows"] == rows[0]["items"]
+    assert shown == rows[0]  # the same row as predict's

@@ -34,13 +34,14 @@ def test_top_items_for_a_user_have_titles_and_exclude_what_they_rated(ml100k_run
     code, out, _ = recommend(capsys, ml100k_runs["mf"], "--user", "196", "-k", "10", "--json")
     assert code == 0
     result = json.loads(out)
-    assert result["note"] == "" and [r["rank"] for r in result["rows"]] == list(range(1, 11))
-    scores = [r["score"] for r in result["rows"]]
+    assert list(result) == ["input", "note", "items"] and result["input"] == "196"
+    assert result["note"] == "" and [r["rank"] for r in result["items"]] == list(range(1, 11))
+    scores = [r["score"] for r in result["items"]]
     assert scores == sorted(scores, reverse=True)
     inter = ml_100k(None).interactions
     rated = set(inter.loc[inter["user"] == "196", "item"])
-    assert not rated & {r["item"] for r in result["rows"]}
-    assert all(r["title"] and r["title"] != r["item"] for r in result["rows"])
+    assert not rated & {r["item"] for r in result["items"]}
+    assert all(r["title"] and r["title"] != r["item"] for r in result["items"])
     code, out, _ = recommend(capsys, ml100k_runs["mf"], "--user", "196", "-k", "3")
     lines = out.splitlines()
     assert lines[0] == "top 3 items for user 196 (mf):" and len(lines) == 4

@@ -20,7 +20,8 @@ from dlguide import RawInput, UsageError, evaluate_run, load_run, predict, predi
 from dlguide._cli import main
 from dlguide.testing import check_export
 
-LINE = re.compile(r"^(?P<path>.+): (?P<top>\S+ \(\d\.\d\d\)(, \S+ \(\d\.\d\d\)){2})$")
+#: format_prediction of every classifier: the input, the best class and its probability, the runners-up
+LINE = re.compile(r"^(?P<path>.+)  ->  (?P<label>\S+) \d\.\d\d  \((?P<others>\S+ \d\.\d\d, \S+ \d\.\d\d)\)$")
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +84,10 @@ def test_predict_converts_odd_images(digits_run, runtime, tmp_path):
     lines = [task.format_prediction(row) for row in rows]
     assert [LINE.match(line)["path"] for line in lines] == [str(gray), str(rgba), str(jpeg)]
     for row in rows:
-        probs = [p for _, p in row["top"]]
+        assert list(row) == ["input", "label", "probability", "top"]
+        probs = [c["probability"] for c in row["top"]]
         assert len(probs) == 3 and probs == sorted(probs, reverse=True) and sum(probs) <= 1.0001
+        assert row["top"][0] == {"label": row["label"], "probability": row["probability"]}
     assert json.loads(json.dumps(rows)) == rows  # JSON-safe as they are
 
 
@@ -100,8 +103,8 @@ def test_predict_matches_the_training_conversion(digits_run, runtime, tmp_path):
     task, rows = predict_run(digits_run.run_dir, paths, runtime=runtime)
     with torch.no_grad():
         direct = task.model(task.normalize(images[:20])).softmax(1)
-    assert [row["top"][0][0] for row in rows] == [str(int(c)) for c in direct.argmax(1)]
-    assert [row["top"][0][1] for row in rows] == pytest.approx(direct.max(1).values.tolist(), abs=0.02)
+    assert [row["label"] for row in rows] == [str(int(c)) for c in direct.argmax(1)]
+    assert [row["probability"] for row in rows] == pytest.approx(direct.max(1).values.tolist(), abs=0.02)
 
 
 def test_predict_reads_image_bytes(digits_run, runtime, tmp_path):
@@ -110,8 +113,8 @@ def test_predict_reads_image_bytes(digits_run, runtime, tmp_path):
     task = load_run(digits_run.run_dir, runtime=runtime)
     (from_bytes,) = predict(task, [RawInput(value=path.read_bytes(), name="upload.png")])
     _, (from_path,) = predict_run(digits_run.run_dir, [str(path)], runtime=runtime)
-    assert from_bytes == {"input": "upload.png", "top": from_path["top"]}
-    assert task.format_prediction(from_bytes).startswith("upload.png: ")
+    assert from_bytes == {**from_path, "input": "upload.png"}
+    assert task.format_prediction(from_bytes).startswith("upload.png  ->  ")
 
 
 def test_predict_unreadable_file_is_named(digits_run, runtime, tmp_path):
@@ -159,14 +162,14 @@ def test_imagefolder_trains_then_predicts_without_its_data(runtime, tmp_path, ca
         probes[name] = tmp_path / f"{name}.png"
         Image.new("RGB", (300, 100), color).save(probes[name])
     task, rows = predict_run(result.run_dir, [str(p) for p in probes.values()], runtime=runtime)
-    assert [row["top"][0][0] for row in rows] == list(probes)
-    assert [row["path"] for row in rows] == [str(p) for p in probes.values()]
+    assert [row["label"] for row in rows] == list(probes)
+    assert [row["input"] for row in rows] == [str(p) for p in probes.values()]
 
     assert main(["predict", str(result.run_dir), str(probes["green"])]) == 0
-    assert capsys.readouterr().out.startswith(f"{probes['green']}: green (")
-    assert main(["predict", str(result.run_dir), str(probes["blue"]), "--json"]) == 0
+    assert capsys.readouterr().out.startswith(f"{probes['green']}  ->  green ")
+    assert main(["predict", str(result.run_dir), "--json", str(probes["blue"])]) == 0
     (row,) = json.loads(capsys.readouterr().out)
-    assert row["path"] == str(probes["blue"]) and row["top"][0][0] == "blue"
+    assert row["input"] == str(probes["blue"]) and row["label"] == "blue"
 
 
 def test_weights_file_starts_a_run(runtime, digits_run, tmp_path):

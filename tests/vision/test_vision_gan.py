@@ -112,18 +112,18 @@ def test_scores_do_not_depend_on_where_the_classifier_was_trained(gan_run, runti
 
 def test_predict_writes_the_image_of_each_seed(gan_run, runtime, tmp_path):
     task, rows = predict_run(gan_run, ["3", "4"], out=tmp_path / "a", runtime=runtime)
-    assert rows == [{"seed": 3, "path": str(tmp_path / "a" / "sample_seed3.png")},
-                    {"seed": 4, "path": str(tmp_path / "a" / "sample_seed4.png")}]
-    assert task.format_prediction(rows[0]) == f"seed 3: {tmp_path / 'a' / 'sample_seed3.png'}"
-    first = read_png(rows[0]["path"])
+    assert rows == [{"input": 3, "file": str(tmp_path / "a" / "sample_seed3.png")},
+                    {"input": 4, "file": str(tmp_path / "a" / "sample_seed4.png")}]
+    assert task.format_prediction(rows[0]) == f"seed 3  ->  {tmp_path / 'a' / 'sample_seed3.png'}"
+    first = read_png(rows[0]["file"])
     assert first.shape == (1, 8, 8)
     expected = generate(task.model, task.noise(1, 3))[0]
     assert torch.allclose(first, expected, atol=1 / 255 + 1e-6)
-    assert not torch.allclose(first, read_png(rows[1]["path"]))
+    assert not torch.allclose(first, read_png(rows[1]["file"]))
     # the same seed makes the same image, in a batch of its own or not; RUN/predictions by default
     _, (again,) = predict_run(gan_run, ["3"], runtime=runtime)
-    assert again["path"] == str(gan_run / "predictions" / "sample_seed3.png")
-    assert torch.equal(read_png(again["path"]), first)
+    assert again["file"] == str(gan_run / "predictions" / "sample_seed3.png")
+    assert torch.equal(read_png(again["file"]), first)
 
 
 @pytest.mark.parametrize("word", ["-1", "1.5", "true", "seven"])
@@ -135,7 +135,7 @@ def test_predict_refuses_what_is_not_a_seed(gan_run, runtime, tmp_path, word):
 
 def test_predict_through_the_cli(gan_run, runtime, tmp_path, capsys):
     assert main(["predict", str(gan_run), "5", "--out", str(tmp_path)]) == 0
-    assert capsys.readouterr().out.strip() == f"seed 5: {tmp_path / 'sample_seed5.png'}"
+    assert capsys.readouterr().out.strip() == f"seed 5  ->  {tmp_path / 'sample_seed5.png'}"
 
 
 def test_generate_writes_the_images_of_consecutive_seeds_and_a_grid(gan_run, runtime, tmp_path, capsys):
@@ -145,7 +145,7 @@ def test_generate_writes_the_images_of_consecutive_seeds_and_a_grid(gan_run, run
     assert files == ["grid.png", *(f"sample_seed{s}.png" for s in range(3, 8))]
     assert Image.open(tmp_path / "gen" / "sample_seed3.png").size == (8, 8)
     _, (row,) = predict_run(gan_run, ["3"], out=tmp_path / "predicted", runtime=runtime)
-    assert torch.equal(read_png(tmp_path / "gen" / "sample_seed3.png"), read_png(row["path"]))
+    assert torch.equal(read_png(tmp_path / "gen" / "sample_seed3.png"), read_png(row["file"]))
     assert Image.open(tmp_path / "gen" / "grid.png").size[1] >= 64
 
 

@@ -50,7 +50,7 @@ def test_a_prediction_does_not_write_through_a_planted_link(tmp_path, runtime):
     _, rows = predict_run(run, ["3"], out=tmp_path / "out", runtime=runtime)
     assert target.read_bytes() == b"keep me"
     written = tmp_path / "out" / "sample_seed3.png"
-    assert rows[0]["path"] == str(written) and not written.is_symlink() and written.stat().st_size > 0
+    assert rows[0]["file"] == str(written) and not written.is_symlink() and written.stat().st_size > 0
 
 
 def test_a_data_dir_that_is_a_file_is_one_line(tmp_path):

@@ -56,6 +56,7 @@ _EXPORTS: dict[str, str] = {
     "CLASSIFICATION_METRIC_MODES": "_classification",
     "write_confusion_matrix": "_classification",
     "record_classification": "_classification",
+    "encode_classes": "_classification",
     "figure": "_plots",
     # running and using runs
     "Trainer": "_trainer",
@@ -87,19 +88,20 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time names load lazily
-    from dlguide._classification import (CLASSIFICATION_METRIC_MODES, classification_metrics, record_classification,
-                                         write_confusion_matrix)
+    from dlguide._classification import (CLASSIFICATION_METRIC_MODES, classification_metrics, encode_classes,
+                                         record_classification, write_confusion_matrix)
     from dlguide._config import check_fractions, check_held_out, option
     from dlguide._context import RunContext
     from dlguide._data import model_device
-    from dlguide._errors import CheckpointError, DlguideError, RunError, UsageError, did_you_mean, first_line
+    from dlguide._errors import (CheckpointError, DlguideError, RunError, RunInterrupted, UsageError, did_you_mean,
+                                 first_line)
     from dlguide._inference import RawInput, predict, to_json
     from dlguide._optim import build_optimizer
     from dlguide._plots import figure
     from dlguide._registry import Registry
     from dlguide._resources import package_dir, package_file
     from dlguide._runs import RunResult, evaluate_run, load_run, predict_run, resume_run, run_task
-    from dlguide._splits import cv_fold, kfold, stratified_split
-    from dlguide._strategy import SingleDeviceStrategy, Strategy
+    from dlguide._splits import cv_fold, cv_seed, kfold, stratified_split
+    from dlguide._strategy import SingleDeviceStrategy, Strategy, gather_rows
     from dlguide._task import OPTIMIZERS, SCHEDULERS, DataSplits, Task, TrainConfig
     from dlguide._trainer import Trainer

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torchmetrics.classification as tmc
+
+if TYPE_CHECKING:
+    from dlguide._inference import RawInput
 
 
 #: the direction of every metric ``classification_metrics`` makes, for a task's ``metric_modes``
@@ -54,3 +57,26 @@ def write_confusion_matrix(metrics: Mapping[str, Any], classes: Sequence[str], r
         return []
     matrix = metrics["confusion_matrix"].compute().cpu().numpy()
     return [confusion_matrix(matrix, list(classes), run_dir / "confusion_matrix.png", title)]
+
+
+def encode_classes(probabilities: torch.Tensor | Sequence[float], classes: Sequence[Any],
+                   raw: RawInput | None = None, *, top: int | None = 3) -> dict[str, Any]:
+    """One classifier prediction in the shape every classification task shares:
+    ``{"input", "label", "probability", "top": [{"label", "probability"}, ...]}``, the ``top``
+    classes most likely first (``None``: every class), probabilities rounded to 4 places.
+
+    ``"input"`` is ``raw.echo`` when ``raw`` is given; without it the row has none, and the core
+    puts one first (a task that names its inputs otherwise, such as a text's echo, adds its own).
+    ``Task.format_prediction`` prints such a row as ``a fine film  ->  fresh 0.55  (rotten 0.45)``.
+    """
+    scores = torch.as_tensor(probabilities).detach().float().cpu().flatten()
+    if len(scores) != len(classes):
+        raise ValueError(f"{len(scores)} probabilities for {len(classes)} classes")
+    count = len(classes) if top is None else max(1, min(top, len(classes)))
+    values, order = scores.sort(descending=True, stable=True)  # ties: the first class, as argmax
+    ranked = [{"label": str(classes[i]), "probability": round(p, 4)}
+              for p, i in zip(values[:count].tolist(), order[:count].tolist())]
+    row: dict[str, Any] = {} if raw is None else {"input": raw.echo}
+    row.update(label=ranked[0]["label"], probability=ranked[0]["probability"], top=ranked)
+    return row
+

@@ -6,7 +6,8 @@
         -> task.collate(samples)       batches of at most predict_batch_size (or batch_size)
         -> task.predict_step(batch)    tensors in, tensors out, under inference mode, in eval mode
         -> split per sample, to CPU
-        -> task.encode(output, sample, raw, out_dir=...)   a JSON-safe dict
+        -> task.encode(output, sample, raw, out_dir=...)   a JSON-safe dict, which the core starts
+                                       with "input" (the task's, else ``raw.echo``)
 
 ``dlguide predict``, export and the HTTP server all go through :func:`predict`, so a task
 that implements the three methods is predicted, exported and served with no extra code.
@@ -54,6 +55,15 @@ class RawInput:
             return self.name
         text = str(self.value)
         return text if len(text) <= 60 else text[:57] + "..."
+
+    @property
+    def echo(self) -> Any:
+        """How a prediction names this input under ``"input"``: a JSON number or flag as itself
+        (a seed stays a number), anything else by its label (local path, file name, cut text)."""
+        value = self.value
+        if self.path is None and isinstance(value, (bool, int, float)) and math.isfinite(value):
+            return value
+        return self.label
 
     def data(self) -> bytes:
         """The file's bytes (read from ``path`` when the value was not given)."""
@@ -199,8 +209,36 @@ def encode_outputs(task: Task, outputs: Sequence[Any], samples: Sequence[Any], i
             target = out_dir / task.output_name(raw)
             if target.is_symlink():
                 target.unlink()
-        results.append(task.encode(output, sample, raw, out_dir=out_dir))
+        results.append(with_input(task.encode(output, sample, raw, out_dir=out_dir), raw))
     return results
+
+
+def with_input(row: Mapping[str, Any], raw: RawInput) -> dict[str, Any]:
+    """``row`` starting with ``"input"``: the task's own naming of the input when it gave one, else
+    ``raw.echo``, so that every task's rows (a third party's too) say first what they answer."""
+    if not isinstance(row, Mapping):
+        raise TypeError(f"encode returned a {type(row).__name__}; expected a dict")
+    first = row["input"] if "input" in row else raw.echo
+    return {"input": first, **{k: v for k, v in row.items() if k != "input"}}
+
+
+def format_row(row: Mapping[str, Any]) -> str:
+    """A prediction as one printed line, its input first: a classifier's row (``encode_classes``)
+    as ``a fine film  ->  fresh 0.55  (rotten 0.45)``, any other as ``0.5  ->  y=0.47  sin(x)=0.48``."""
+    shown = " ".join(str(row.get("input", "")).split())  # a text's line breaks would split the line
+    if _is_classes(row):
+        others = ", ".join(f"{c['label']} {c['probability']:.2f}" for c in row["top"][1:])
+        return f"{shown}  ->  {row['label']} {row['probability']:.2f}" + (f"  ({others})" if others else "")
+    rest = "  ".join(f"{k}={v if isinstance(v, str) else json.dumps(v, default=str)}"
+                     for k, v in row.items() if k != "input")
+    return f"{shown}  ->  {rest}" if "input" in row else rest
+
+
+def _is_classes(row: Mapping[str, Any]) -> bool:
+    """Whether ``row`` has the classifier shape of ``encode_classes``."""
+    top = row.get("top")
+    return (isinstance(row.get("probability"), (int, float)) and "label" in row and isinstance(top, list)
+            and all(isinstance(c, Mapping) and isinstance(c.get("probability"), (int, float)) for c in top))
 
 
 def predict(task: Task, inputs: Sequence[RawInput], *, out_dir: Path | None = None,

@@ -31,12 +31,14 @@ SCHEDULERS = ("none", "step", "cosine", "onecycle", "plateau")
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Keys every task accepts. A task's own config subclasses this and adds its keys."""
+    """Keys every task accepts. A task's own config subclasses this (a ``dataclasses.dataclass``)
+    and adds its keys as ``option(default, help)`` fields, or gives inherited keys other defaults
+    by declaring them again."""
 
-    #: keys that ``dlguide resume --set`` may change; any other changed key is refused
     resume_keys: ClassVar[frozenset[str]] = frozenset({
         "epochs", "early_stopping_patience", "checkpoint_interval", "async_checkpoints", "num_workers", "device",
         "lr", "strategy"})
+    """Keys that ``dlguide resume --set`` may change; any other changed key is refused."""
 
     epochs: int = option(10, "number of passes over the training data")
     batch_size: int = option(64, "samples per batch")
@@ -83,7 +85,9 @@ class TrainConfig:
     cv_repeat: int = option(0, "set by dlguide cv: the repeat, whose folds are drawn with seed + cv_repeat")
 
     def validate(self) -> None:
-        """Raise UsageError for values no run can use."""
+        """Raise ``UsageError`` for values no run can use. Called once the config is resolved, before
+        anything runs (not for a finished run's saved config); a subclass that checks its own keys
+        calls ``super().validate()`` first."""
         positive = {"epochs": self.epochs, "batch_size": self.batch_size,
                     "accumulate_grad_batches": self.accumulate_grad_batches}
         for key, value in positive.items():
@@ -116,56 +120,69 @@ class DataSplits:
 class Task:
     """Base of every task. Subclasses set ``Config`` and implement the data, model and steps.
 
-    What a task may implement, with the signatures the core calls:
+    What a task may implement, with the signatures the core calls (only ``build_data``,
+    ``build_model``, ``training_step`` and ``validation_step`` are required):
 
     - data and model: ``build_data() -> DataSplits``, ``build_model() -> nn.Module``,
       ``configure_optimizers()``, ``configure_metrics(stage)``, ``collate(samples)``;
-    - steps: ``training_step(batch, batch_idx)``, ``validation_step(batch, metrics)``,
-      ``test_step(batch, metrics)``, ``on_evaluation_start(stage)``;
+    - steps: ``training_step(batch, batch_idx)``; ``validation_step(batch, metrics)`` and
+      ``test_step(batch, metrics)``, which take no ``batch_idx``; ``on_evaluation_start(stage)``;
     - lifecycle: ``on_fit_start()``, ``on_epoch_end(epoch, metrics)``;
     - after training: ``final_metrics(metrics)``, ``write_artifacts(run_dir, metrics)``;
-    - inference: ``decode(raw)`` -> ``predict_step(batch)`` -> ``encode(output, sample, raw, out_dir=)``,
-      and ``format_prediction(row)`` for the command line.
+    - inference: ``decode(raw)`` -> ``predict_step(batch)`` -> ``encode(output, sample, raw, *, out_dir=None)``,
+      ``format_prediction(row)`` for the command line, ``output_name(raw)`` for tasks that write files;
+    - export and monitoring: ``reference_inputs(data, count)``, ``inference_files()``,
+      ``describe_input(sample)``, ``describe_output(output)``.
 
     ``self.model`` is the model as the run's Strategy wrapped it: call networks through it
     (``self.model(x)``), never around it, so a distributed wrapper sees every forward pass;
     ``self.module`` is the bare module, for its own methods and attributes.
 
-    ``meta`` holds JSON-safe facts learnt from the data (class names, vocabulary size,
+    ``self.meta`` holds JSON-safe facts learnt from the data (class names, vocabulary size,
     normalisation) that ``build_model`` and inference need; it is saved in the run directory
-    as ``task.json``, so a finished run is loaded, evaluated and used without ``build_data``.
-    Files that inference needs (a tokenizer, id maps) go into ``run_dir`` when the data are built.
+    as ``task.json``. A finished run is loaded for ``eval``, ``predict``, ``export`` and ``serve``
+    from its config and ``task.json`` without calling ``build_data``, so anything ``build_model``,
+    ``decode`` or ``encode`` needs must be in ``self.meta``, not in other attributes set there.
+    Files that inference needs (a tokenizer, id maps) go into ``self.run_dir`` when the data are
+    built, and are named by ``inference_files``.
 
-    ``run`` is the context of the run in progress (None for a finished run loaded for
-    inference): the run directory, epoch and step, ``stop(reason)``, whether this process
-    writes, and for tasks that step their optimizers themselves, ``backward`` and
-    ``optimizer_step``.
+    ``self.run`` is the context of the run in progress (a ``RunContext``; None for a finished run
+    loaded for inference): the run directory, epoch and step, ``stop(reason)``, whether this
+    process writes, ``record`` for per-sample test outcomes, and for tasks that step their
+    optimizers themselves, ``backward`` and ``optimizer_step``. ``self.config`` is the resolved
+    config (an instance of ``Config``) and ``self.name`` the registered name (``vision.classify``).
     """
 
     Config: ClassVar[type[TrainConfig]] = TrainConfig
-    #: False when ``training_step`` drives its own optimizers (a GAN does).
+    """The task's config class: a dataclass subclassing ``TrainConfig`` (``dlguide info`` lists its keys)."""
     automatic_optimization: ClassVar[bool] = True
-    #: whether higher or lower is better, by metric name (``accuracy``, ``ndcg``, ``hd95``):
-    #: ``monitor_mode=auto`` reads it for the monitored metric; a metric named ``*loss`` is minimised
+    """False when ``training_step`` drives its own optimizers (a GAN does), with ``self.run.backward``
+    and ``self.run.optimizer_step``."""
     metric_modes: ClassVar[Mapping[str, str]] = {}
-    #: what ``decode`` takes: ``file`` (bytes with a name, or a local path), ``text`` or ``json`` (a value)
+    """Whether higher or lower is better, by metric name (``{"accuracy": "max", "hd95": "min"}``):
+    ``monitor_mode=auto`` reads it for the monitored metric; a metric named ``*loss`` is minimised."""
     input_kind: ClassVar[str] = "text"
-    #: True when ``encode`` writes files (label volumes, images) into its ``out_dir``
+    """What ``decode`` takes: ``file`` (bytes with a name, or a local path), ``text`` or ``json`` (a value).
+    ``dlguide predict`` reads its command-line inputs accordingly (a ``json`` word that is not JSON stays
+    a string)."""
     writes_files: ClassVar[bool] = False
-    #: most decoded samples per ``predict_step`` batch (None: the config's ``batch_size``)
+    """True when ``encode`` writes files (label volumes, images) into its ``out_dir``; such a task
+    names them in ``output_name``."""
     predict_batch_size: ClassVar[int | None] = None
-    #: the network ``predict_step`` calls with positional tensors, as a dotted attribute of the
-    #: task (``model``, or ``model.generator`` for a GAN's generator): what ``dlguide export``
-    #: writes as ONNX and ``torch.export`` programs, and what an exported runtime stands in for
+    """Most decoded samples per ``predict_step`` batch (None: the config's ``batch_size``)."""
     export_module: ClassVar[str] = "model"
-    #: names of that network's inputs and outputs in exported files (default ``input_0``, ``output_0``...)
+    """The network ``predict_step`` calls with positional tensors, as a dotted attribute of the
+    task (``model``, or ``model.generator`` for a GAN's generator): what ``dlguide export``
+    writes as ONNX and ``torch.export`` programs, and what an exported runtime stands in for."""
     export_input_names: ClassVar[tuple[str, ...]] = ()
+    """Names of that network's inputs in exported files (default ``input_0``, ``input_1``...)."""
     export_output_names: ClassVar[tuple[str, ...]] = ()
-    #: True when ``build_data`` honours ``cv_folds``/``cv_fold`` (``dlguide.cv_fold``): ``dlguide cv`` runs it
+    """Names of its outputs in exported files (default ``output_0``, ``output_1``...)."""
     supports_folds: ClassVar[bool] = False
-    #: False when ``reference_inputs`` makes its inputs without the data (a generator's seeds):
-    #: export then passes ``data=None`` instead of building the data set
+    """True when ``build_data`` honours ``cv_folds``/``cv_fold`` (``dlguide.cv_fold``): ``dlguide cv`` runs it."""
     reference_from_data: ClassVar[bool] = True
+    """False when ``reference_inputs`` makes its inputs without the data (a generator's seeds):
+    export then passes ``data=None`` instead of building the data set."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -234,15 +251,25 @@ class Task:
 
     # -- data and model -------------------------------------------------------------
     def build_data(self) -> DataSplits:
-        """Build the train/val/test datasets as a ``DataSplits``; fill ``self.meta``."""
+        """Build the train/val/test datasets as a ``DataSplits``; fill ``self.meta``.
+
+        Called when a run starts or resumes and by ``dlguide eval``, never when a finished run is
+        loaded for prediction: put what ``build_model`` and inference need into ``self.meta``
+        (JSON-safe), and files they read into ``self.run_dir``. Raise ``UsageError`` for data
+        that cannot be used (a missing file, a bad column), before anything is trained.
+        """
         raise NotImplementedError
 
     def build_model(self) -> nn.Module:
-        """Build the (bare) model from the config and ``self.meta``."""
+        """Build the (bare) model from the config and ``self.meta`` (or
+        ``self.build_registered_model(self.config.model)``). Called after ``build_data`` in a run,
+        and alone, with ``self.meta`` read from ``task.json``, when a finished run is loaded."""
         raise NotImplementedError
 
     def configure_optimizers(self) -> Any:
-        """Return optimizers to use instead of the config's (None: the Trainer builds one)."""
+        """Return an optimizer, or a list of them, to use instead of the config's (None: the
+        Trainer builds one over the model's parameters from ``optimizer``, ``lr`` and
+        ``weight_decay``). Each gets the config's learning-rate schedule."""
         return None
 
     def configure_metrics(self, stage: str) -> Mapping[str, Metric] | None:
@@ -255,7 +282,8 @@ class Task:
         return None
 
     def collate(self, samples: list[Any]) -> Any:
-        """Samples -> one batch, for the data loaders and for inference (torch's default_collate)."""
+        """Samples -> one batch, for the data loaders and for inference (torch's ``default_collate``).
+        At inference the samples are what ``decode`` returned."""
         from torch.utils.data import default_collate
 
         return default_collate(samples)
@@ -272,14 +300,26 @@ class Task:
 
     # -- steps ----------------------------------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | Mapping[str, torch.Tensor]:
-        """Return the loss (or a dict with ``loss`` and other scalars to average per epoch)."""
+        """One training batch (already on the device) -> the loss, or a dict with ``loss`` and other
+        scalars to average per epoch (logged as ``train/<name>``). ``batch_idx`` counts the
+        epoch's batches from 0. The Trainer backpropagates and steps, with accumulation and
+        clipping; with ``automatic_optimization = False`` the step does that itself through
+        ``self.run.backward(loss)`` and ``self.run.optimizer_step(optimizer)`` and returns
+        detached figures."""
         raise NotImplementedError
 
     def validation_step(self, batch: Any, metrics: Mapping[str, Metric]) -> torch.Tensor | None:
-        """Update ``metrics`` with this batch and return its loss (or None)."""
+        """One validation batch -> its loss (or None); update ``metrics`` with it.
+
+        There is no ``batch_idx``. ``metrics`` is the dict ``configure_metrics("val")`` returned
+        (empty when it returned None), reset before each pass and computed after it as
+        ``val/<name>``. Runs with the model in eval mode, without gradients."""
         raise NotImplementedError
 
     def test_step(self, batch: Any, metrics: Mapping[str, Metric]) -> torch.Tensor | None:
+        """One test batch -> its loss (or None), like ``validation_step`` (the default calls it)
+        with the metrics of ``configure_metrics("test")``. Record per-sample outcomes here with
+        ``self.run.record(...)`` for ``dlguide compare``."""
         return self.validation_step(batch, metrics)
 
     def batch_size_of(self, batch: Any) -> int:
@@ -309,13 +349,19 @@ class Task:
         return {}
 
     def write_artifacts(self, run_dir: Path, metrics: Mapping[str, Metric]) -> list[Path]:
-        """Write pictures and files a person reads (confusion matrix, sample grids)."""
+        """Write pictures and files a person reads (confusion matrix, sample grids) into
+        ``run_dir``, by the first process only; ``metrics`` are the test pass's metric objects.
+        Return the paths written."""
         return []
 
     # -- inference: decode -> predict_step -> encode ----------------------------------
     def decode(self, raw: RawInput) -> Any:
-        """One raw input (file bytes with a name, a text, a JSON value) -> one sample for
-        ``predict_step`` (a tensor, or a tuple or dict of them). Bad input: ``UsageError``."""
+        """One raw input (file bytes with a name, a text, a JSON value, as ``input_kind`` says)
+        -> one sample for ``collate`` and ``predict_step`` (a tensor, or a tuple or dict of them).
+
+        Raise ``dlguide.UsageError`` naming the input (``raw.label``) for bad input: the command
+        line prints it as one line with exit code 2, the server answers 4xx. Read what training
+        learnt from ``self.meta``: no data are built for prediction."""
         raise UsageError(f"task {self.name!r} does not support predict")
 
     def output_name(self, raw: RawInput) -> str:
@@ -329,8 +375,10 @@ class Task:
         return self.model(batch)
 
     def encode(self, output: Any, sample: Any, raw: RawInput, *, out_dir: Path | None = None) -> dict[str, Any]:
-        """One sample's output (on the CPU) -> a JSON-safe result; a task with ``writes_files``
-        writes its files into ``out_dir`` here and names them in the result."""
+        """One sample's output (on the CPU) -> a JSON-safe result: one of the rows that
+        ``dlguide.predict`` and ``predict_run`` return and the server answers. A task with
+        ``writes_files`` writes its files into ``out_dir`` here and names them under ``"file"``.
+        Without an ``"input"`` key the core puts one first (``RawInput.echo``)."""
         from dlguide._inference import to_json
 
         return {"output": to_json(output)}
@@ -378,8 +426,11 @@ class Task:
         return float(finite.mean()) if finite.numel() else None
 
     def format_prediction(self, row: Mapping[str, Any]) -> str:
-        """One printed line for one prediction."""
-        return "  ".join(f"{k}={v}" for k, v in row.items())
+        """One printed line for one prediction: its input, then the rest (a classifier's label,
+        probability and runners-up; else each key as ``key=value``)."""
+        from dlguide._inference import format_row
+
+        return format_row(row)
 
 
 def _tensors(value: Any) -> list[torch.Tensor]:

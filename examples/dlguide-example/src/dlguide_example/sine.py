@@ -84,5 +84,5 @@ class SineRegression(Task):
         return [RawInput(value=x, name=repr(x)) for x in xs]
 
     def encode(self, output, sample, raw, *, out_dir=None):
-        x = float(sample[0])
-        return {"x": x, "y": round(float(output[0]), 4), "sin(x)": round(float(torch.sin(sample[0])), 4)}
+        """The prediction and the truth; the core puts the input, x, first (``"input": 0.5``)."""
+        return {"y": round(float(output[0]), 4), "sin(x)": round(float(torch.sin(sample[0])), 4)}

@@ -21,11 +21,11 @@ from monai.transforms import Compose
 from torch import nn
 
 from dlguide import (CLASSIFICATION_METRIC_MODES, DataSplits, RawInput, Task, UsageError, classification_metrics,
-                     cv_fold, record_classification, stratified_split, write_confusion_matrix)
+                     cv_fold, encode_classes, record_classification, stratified_split, write_confusion_matrix)
 from dlguide_medical.caching import SeededCache, cached
 from dlguide_medical.class_data import read_class_folder, transforms
 from dlguide_medical.config import MedicalClassificationConfig
-from dlguide_medical.files import input_name, input_path, reference_files
+from dlguide_medical.files import input_path, reference_files
 from dlguide_medical.metrics import RocAuc
 
 
@@ -114,9 +114,5 @@ class MedicalClassificationTask(Task):
 
     def encode(self, output: torch.Tensor, sample: torch.Tensor, raw: RawInput, *,
                out_dir: Path | None = None) -> dict[str, Any]:
-        """Every class with its probability, most likely first."""
-        ranked = sorted(zip(self.meta["classes"], output.tolist()), key=lambda cp: -cp[1])
-        return {"path": input_name(raw), "probabilities": [[c, p] for c, p in ranked]}
-
-    def format_prediction(self, row: Mapping[str, Any]) -> str:
-        return f"{row['path']}: " + ", ".join(f"{c} {p:.3f}" for c, p in row["probabilities"])
+        """Every class with its probability, most likely first, named by the input's path (an upload by its name)."""
+        return encode_classes(output, self.meta["classes"], raw, top=None)

@@ -9,6 +9,7 @@ computed once per case.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,7 +46,9 @@ class SegmentationScores:
         # MONAI's metrics compute each case's values; their own buffers (which synchronise only
         # in processes that saw a case) are emptied, the values kept here
         for name, metric, kwargs in (("dice", self.dice, {}), ("hd95", self.hd95, {"spacing": self.spacing})):
-            values = metric(y_pred=pred_onehot, y=label_onehot, **kwargs)
+            with warnings.catch_warnings():  # MONAI 1.5's own Hausdorff metric passes an argument it deprecated
+                warnings.filterwarnings("ignore", message=".*always_return_as_numpy", category=FutureWarning)
+                values = metric(y_pred=pred_onehot, y=label_onehot, **kwargs)
             metric.reset()
             self._cases[name].append(values.detach().float().cpu())
         self._result = None

@@ -185,7 +185,7 @@ class SegmentationTask(Task):
     def encode(self, output: torch.Tensor, sample: dict[str, Any], raw: RawInput, *,
                out_dir: Path | None = None) -> dict[str, Any]:
         """Invert the resampling and reorientation, write ``<stem>_seg.nii.gz`` into ``out_dir``, and
-        report it with its shape and the voxels of each class."""
+        report it (``file``) with its shape and the voxels of each class; the core names the input."""
         assert out_dir is not None  # writes_files: dlguide.predict asks for a folder
         image: MetaTensor = sample["image"]
         labels = output[_crop(image.shape[1:])]  # without the padding of a batch of several volumes
@@ -196,12 +196,12 @@ class SegmentationTask(Task):
         target = out_dir / self.output_name(raw)
         write_nifti(label, np.asarray(restored.affine, dtype=np.float64), target)
         counts = np.bincount(label.ravel(), minlength=len(self.meta["classes"]) + 1)
-        return {"path": input_name(raw), "output": str(target), "shape": list(label.shape),
+        return {"file": str(target), "shape": list(label.shape),
                 "voxels": {c: int(n) for c, n in zip(self.meta["classes"], counts[1:])}}
 
     def format_prediction(self, row: Mapping[str, Any]) -> str:
         voxels = ", ".join(f"{c} {n} voxels" for c, n in row["voxels"].items())
-        return f"{row['path']} -> {row['output']} ({'x'.join(map(str, row['shape']))}; {voxels})"
+        return f"{row['input']}  ->  {row['file']}  ({'x'.join(map(str, row['shape']))}; {voxels})"
 
 
 def _crop(shape: Sequence[int]) -> tuple[slice, ...]:

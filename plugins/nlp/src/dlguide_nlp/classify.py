@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from dlguide import (CLASSIFICATION_METRIC_MODES, DataSplits, RawInput, Task, UsageError, classification_metrics,
-                     record_classification, write_confusion_matrix)
+                     encode_classes, record_classification, write_confusion_matrix)
 from dlguide_nlp import models, tokenization
 from dlguide_nlp.config import TextClassificationConfig
 from dlguide_nlp.datasets import TextData, add_missing_splits, pool_for_fold
@@ -193,15 +193,6 @@ class TextClassificationTask(Task):
 
     def encode(self, output: torch.Tensor, sample: Any, raw: RawInput, *, out_dir: Path | None = None
                ) -> dict[str, Any]:
-        """The most likely class, its probability and the two best classes, with the text
-        (its first ``ECHO_CHARS`` characters)."""
-        classes = list(self.meta["classes"])
-        probs, order = output.sort(descending=True)
-        top = [[classes[i], round(p, 4)] for p, i in zip(probs[:2].tolist(), order[:2].tolist())]
-        return {"text": _echo(raw), "label": top[0][0], "probability": top[0][1], "top": top}
-
-    def format_prediction(self, row: Mapping[str, Any]) -> str:
-        """``fresh 0.83 (rotten 0.17)  the text`` on one line."""
-        (label, probability), *others = row["top"]
-        runner_up = "".join(f" ({name} {p:.2f})" for name, p in others)
-        return f"{label} {probability:.2f}{runner_up}  {' '.join(row['text'].split())}"
+        """The most likely class, its probability and the runners-up, named by the text (its
+        first ``ECHO_CHARS`` characters: more than the core's short label of an input)."""
+        return {"input": _echo(raw), **encode_classes(output, self.meta["classes"])}

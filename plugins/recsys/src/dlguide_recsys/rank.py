@@ -19,6 +19,7 @@ picks their best epoch like any other model's, and popularity stops after its si
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -302,8 +303,9 @@ class RankingTask(Task):
     def encode(self, output: torch.Tensor, sample: torch.Tensor, raw: RawInput, *,
                out_dir: Path | None = None) -> dict[str, Any]:
         found = top_items(self.catalogue, self.user_id(raw), int(sample), output, PREDICT_TOP_K)
-        return {"user": found.query, "note": found.note, "items": found.rows}
+        # the id as text, as the catalogue keeps it (the core would echo 196 as a number)
+        return dataclasses.asdict(found)
 
     def format_prediction(self, row: Mapping[str, Any]) -> str:
-        head = f"user {row['user']}" + (f" ({row['note']})" if row["note"] else "")
+        head = f"user {row['input']}" + (f" ({row['note']})" if row["note"] else "")
         return head + ": " + "; ".join(format_rows(row["items"], compact=True))

@@ -32,12 +32,13 @@ USER_ITEMS = "user_items.safetensors"
 
 @dataclasses.dataclass
 class Recommendations:
-    """What was asked (``query``), a note when the answer is a fallback, and ranked rows
-    ``{"rank", "item", "title", "score"}``."""
+    """What was asked (``input``: a user id, or an item with its title), a note when the answer
+    is a fallback, and ranked ``items`` ``{"rank", "item", "title", "score"}``: as a dict, the
+    same row ``dlguide predict`` gives."""
 
-    query: str
+    input: str
     note: str
-    rows: list[dict[str, Any]]
+    items: list[dict[str, Any]]
 
 
 def write_catalogue(run_dir: Path, data: Any, train: sp.csr_matrix, seen: sp.csr_matrix) -> list[Path]:
@@ -191,13 +192,13 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         header = f"top {args.k} items for user {args.user} ({task.config.model})"
     else:
         result = similar_items(task, args.item, args.k)
-        header = f"{args.k} items most similar to {result.query} ({task.config.model}, cosine similarity)"
+        header = f"{args.k} items most similar to {result.input} ({task.config.model}, cosine similarity)"
     if args.json:
         print(json.dumps(dataclasses.asdict(result), indent=2))
         return 0
     if result.note:
         print(f"note: {result.note}")
     print(header + ":")
-    for line in format_rows(result.rows):
+    for line in format_rows(result.items):
         print(line)
     return 0

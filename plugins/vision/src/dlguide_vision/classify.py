@@ -23,14 +23,13 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from dlguide import (CLASSIFICATION_METRIC_MODES, DataSplits, RawInput, Task, UsageError, classification_metrics,
-                     record_classification, write_confusion_matrix)
+                     encode_classes, record_classification, write_confusion_matrix)
 from dlguide_vision.config import ImageClassificationConfig, load_task_images
 from dlguide_vision.datasets import ImageDataset, channel_stats, png_bytes, pool_for_fold, read_image, spread
 from dlguide_vision.figures import Mistake, misclassified_grid
 from dlguide_vision.models import load_pretrained
 
 MAX_MISTAKES = 36  # a 6x6 grid stays legible
-TOP_K = 3
 
 
 
@@ -154,12 +153,5 @@ class ImageClassificationTask(Task):
 
     def encode(self, output: torch.Tensor, sample: Any, raw: RawInput, *,
                out_dir: Path | None = None) -> dict[str, Any]:
-        """The top-3 classes with their probabilities, named by the input's path (or, for bytes, its label)."""
-        classes = list(self.meta["classes"])
-        probs, indices = output.topk(min(TOP_K, len(classes)))
-        key, name = ("path", str(raw.path)) if raw.path is not None else ("input", raw.label)
-        return {key: name, "top": [[classes[i], round(p, 4)] for p, i in zip(probs.tolist(), indices.tolist())]}
-
-    def format_prediction(self, row: Mapping[str, Any]) -> str:
-        name = row["path"] if "path" in row else row["input"]
-        return f"{name}: " + ", ".join(f"{label} ({prob:.2f})" for label, prob in row["top"])
+        """The three most likely classes with their probabilities, named by the input's path (an upload by its name)."""
+        return encode_classes(output, self.meta["classes"], raw)

@@ -22,24 +22,31 @@ class Mistake(NamedTuple):
 
 
 def misclassified_grid(mistakes: Sequence[Mistake], classes: Sequence[str], path: Path) -> Path:
-    """A square grid of misclassified images titled ``true -> predicted (probability)``."""
+    """A square grid of misclassified images, each titled ``true -> predicted (probability)``.
+
+    The images are tiled into one picture on one axes: a subplot per image (36 of them, each
+    laid out and drawn on its own) took most of a short run's time."""
     from torchvision.transforms.v2 import functional as TF
 
     cols = max(1, math.ceil(math.sqrt(len(mistakes))))
     rows = max(1, math.ceil(len(mistakes) / cols))
+    images = [TF.to_dtype(m.image, torch.float32, scale=True).clamp(0, 1) for m in mistakes]
+    channels = 3 if any(image.shape[0] == 3 for image in images) else 1
+    height, width = (max(image.shape[i] for image in images) if images else 8 for i in (1, 2))
+    gap_x, gap_y = max(1, width // 8), max(1, height // 2)  # room for each title above its image
+    canvas = torch.ones(channels, rows * (height + gap_y), cols * (width + gap_x))
     fig = figure(1.6 * cols, 1.8 * rows)
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, m in zip(axes.flat, mistakes):
-        image = TF.to_dtype(m.image, torch.float32, scale=True).clamp(0, 1)
-        if image.shape[0] == 1:
-            ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
-        else:
-            ax.imshow(image.permute(1, 2, 0).numpy())
-        ax.set_title(f"{classes[m.true]} -> {classes[m.predicted]} ({m.probability:.2f})", fontsize=7)
+    ax = fig.subplots()
+    for i, (image, m) in enumerate(zip(images, mistakes)):
+        top, left = (i // cols) * (height + gap_y) + gap_y, (i % cols) * (width + gap_x)
+        canvas[:, top:top + image.shape[1], left:left + image.shape[2]] = image.expand(channels, -1, -1)
+        ax.text(left + image.shape[2] / 2, top - 0.5, f"{classes[m.true]} -> {classes[m.predicted]} "
+                f"({m.probability:.2f})", fontsize=7, ha="center", va="bottom")
+    ax.imshow(canvas[0].numpy() if channels == 1 else canvas.permute(1, 2, 0).numpy(), cmap="gray", vmin=0, vmax=1,
+              interpolation="nearest")
+    ax.axis("off")
     fig.suptitle("misclassified test images: true -> predicted (probability)", fontsize=9)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.4 / (1.8 * rows))
     fig.savefig(path, dpi=100)
     return path
 

@@ -270,17 +270,18 @@ class ImageGenerationTask(Task):
 
     def encode(self, output: torch.Tensor, sample: Any, raw: RawInput, *,
                out_dir: Path | None = None) -> dict[str, Any]:
-        """Write the image as ``out_dir/sample_seed<seed>.png`` at its own size; return the seed and path."""
+        """Write the image as ``out_dir/sample_seed<seed>.png`` at its own size and name it (``file``);
+        the core names the input, the seed."""
         from torchvision.utils import save_image
 
         assert out_dir is not None
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / self.output_name(raw)
         save_image(output, path)
-        return {"seed": raw.value, "path": str(path)}
+        return {"file": str(path)}
 
     def format_prediction(self, row: Mapping[str, Any]) -> str:
-        return f"seed {row['seed']}: {row['path']}"
+        return f"seed {row['input']}  ->  {row['file']}"
 
 
 @torch.no_grad()
@@ -310,7 +311,7 @@ def generate_images(run: str | Path, n: int, out: str | Path, seed: int = 0, *, 
         raise UsageError(f"{run} is a {task.name} run; generate needs a vision.gan run")
     folder = Path(out)
     rows = predict(task, [RawInput(value=seed + i, name=str(seed + i)) for i in range(n)], out_dir=folder)
-    paths = [Path(row["path"]) for row in rows]
+    paths = [Path(row["file"]) for row in rows]
     # the grid shows the files as written (8 bits a channel), read back
     images = torch.stack([read_image(p, int(task.meta["channels"]), 0) for p in paths])
     return [*paths, save_grid(to_unit(images), folder / "grid.png")]
