@@ -57,7 +57,7 @@ def test_predict_prints_every_class_probability(shapes_run, runtime, medical_cac
 
 
 def test_predict_errors_name_the_input(shapes_run, runtime, tmp_path):
-    with pytest.raises(UsageError, match=r"^scan\.png: cannot be read as a picture image"):
+    with pytest.raises(UsageError, match=r"^scan\.png: cannot be read as a PNG image"):
         predict_run(shapes_run.run_dir, [RawInput(value=b"\x89PNG\r\n\x1a\n truncated", name="scan.png")],
                     runtime=runtime)
     volume = tmp_path / "volume.nii.gz"

@@ -124,7 +124,7 @@ def test_predict_reads_uploaded_bytes_under_their_file_name(synthetic_run, runti
     from_path, from_bytes = (np.asarray(nib.load(tmp_path / "out" / n).dataobj)
                              for n in ("scan_seg.nii.gz", "upload_seg.nii.gz"))
     np.testing.assert_array_equal(from_bytes, from_path)
-    with pytest.raises(UsageError, match=r"^bad\.nii\.gz: cannot be read as a nifti image"):
+    with pytest.raises(UsageError, match=r"^bad\.nii\.gz: cannot be read as a NIfTI volume"):
         predict_run(synthetic_run.run_dir, [RawInput(value=b"\x1f\x8b not gzip", name="bad.nii.gz")],
                     out=tmp_path / "out", runtime=runtime)
 
@@ -168,7 +168,7 @@ def test_cli_reports_bad_input_in_one_line(synthetic_run, dlguide_runtime, tmp_p
     stderr = capsys.readouterr().err
     assert code == 2
     errors = [line for line in stderr.splitlines() if str(bad) in line]
-    assert len(errors) == 1 and "cannot be read as a nifti image" in errors[0]
+    assert len(errors) == 1 and "cannot be read as a NIfTI volume" in errors[0]
     assert "Traceback" not in stderr and not (tmp_path / "out").exists()
 
 

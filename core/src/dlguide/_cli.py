@@ -20,8 +20,24 @@ from dlguide._errors import DlguideError, UsageError
 from dlguide._plugins import Runtime, add_commands, get_runtime
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Help that names each option's default, unless it is empty or the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (not text or "default" in text or default in (None, False, [], argparse.SUPPRESS)
+                or action.option_strings == [] or isinstance(action, argparse._VersionAction)):
+            return action.help
+        return f"{text} (default: {default})"
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, with usage errors as one line that says where to look."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kwargs)
 
     #: the top level's commands by name (``build_parser``)
     commands: dict[str, argparse.ArgumentParser]
@@ -302,7 +318,7 @@ def build_parser(rt: Runtime) -> Parser:
 
     p = sub.add_parser("eval", help="evaluate a finished run's weights again")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--split", choices=("test", "val"), default="test")
+    p.add_argument("--split", choices=("test", "val"), default="test", help="the split to evaluate")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_eval)
 

@@ -51,6 +51,8 @@ LIMITS = {"limit_train_batches": 2, "limit_eval_batches": 1, "seed": 0}
 #: what no setting overrides: the resume check stops the run after its first epoch of two, on the
 #: CPU, where an interrupted run resumes bit for bit
 FIXED = {"epochs": 2, "device": "cpu", "fast_dev_run": False}
+#: what is checked of every task, in order
+TASK_CHECKS = ("one batch", "exact resume", "predict", "export", "serve")
 EXTRAS = {"export": ("onnx", "onnxscript", "onnxruntime"), "serve": ("fastapi", "prometheus_client")}
 
 
@@ -384,8 +386,7 @@ def _check_task(entry: Any, runtime: Runtime, folder: Path, record: _Recorder) -
                                     runtime=runtime)
         return f"POST /predict with {_inputs(len(rows))}: one JSON-safe result each"
 
-    for step, check in (("one batch", one_batch), ("exact resume", resume), ("predict", predict),
-                        ("export", export), ("serve", serve)):
+    for step, check in zip(TASK_CHECKS, (one_batch, resume, predict, export, serve)):
         record(f"{task}: {step}", check)
 
 

@@ -117,17 +117,24 @@ def dlguide_smoke_run(tmp_path: Path) -> Callable[..., Any]:
 
 @pytest.fixture
 def dlguide_plugin_check(tmp_path: Path) -> Callable[..., list[CheckResult]]:
-    """``dlguide_plugin_check(name_or_path, runtime=None)``: the conformance suite of ``dlguide
-    plugin check`` on an installed plugin (its entry-point name) or a plugin project folder, its
-    runs under ``tmp_path``; fails the test with the line of each check that failed and returns
-    every check's result otherwise."""
+    """``dlguide_plugin_check(name_or_path, runtime=None, tasks=())``: the conformance suite of
+    ``dlguide plugin check`` on an installed plugin (its entry-point name) or a plugin project
+    folder, its runs under ``tmp_path``; fails the test with the line of each check that failed,
+    and unless each of ``tasks`` had every task check run (or skipped for want of an extra:
+    export, serve). Returns every check's result."""
+    from dlguide._conformance import TASK_CHECKS
 
-    def check(name_or_path: str | Path, *, runtime: Runtime | None = None) -> list[CheckResult]:
+    def check(name_or_path: str | Path, *, runtime: Runtime | None = None,
+              tasks: Sequence[str] = ()) -> list[CheckResult]:
         out = Path(tempfile.mkdtemp(prefix="plugin-check-", dir=tmp_path))  # a new folder per call
         results = check_plugin(name_or_path, out=out, runtime=runtime)
         failed = [r.line() for r in results if not r.ok]
         if failed:
             pytest.fail("\n".join(failed), pytrace=False)
+        done = {r.name for r in results if r.status == "ok" or r.detail.startswith("install ")}
+        missing = [f"{task}: {step}" for task in tasks for step in TASK_CHECKS if f"{task}: {step}" not in done]
+        if missing:
+            pytest.fail(f"checks not run: {', '.join(missing)}", pytrace=False)
         return results
 
     return check

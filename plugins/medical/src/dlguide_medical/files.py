@@ -98,7 +98,9 @@ def load_image(path: Path, allowed: tuple[str, ...] = ("nifti", "dicom", "pictur
         reason = first_line(exc).replace(f" {path}", "").replace(str(path), "the file")  # named once, in front
         if "cannot find a suitable reader" in reason:
             reason = "empty, text or not this format"
-        raise UsageError(f"{path}: cannot be read as a {kind} image ({reason})") from None
+        what = {"nifti": "a NIfTI volume", "dicom": "a DICOM image", "picture": f"a {path.suffix[1:].upper() or 'picture'} "
+                "image"}[kind]
+        raise UsageError(f"{path}: cannot be read as {what} ({reason})") from None
     check_finite(image, path)
     return image
 

@@ -150,7 +150,7 @@ def check_label_values(path: Path, classes: int) -> None:
     try:
         values = np.asanyarray(nib.load(path).dataobj)
     except Exception as exc:  # noqa: BLE001 - a truncated file fails only once its voxels are read
-        raise UsageError(f"{path}: cannot be read as a nifti image ({first_line(exc, 160)})") from None
+        raise UsageError(f"{path}: cannot be read as a NIfTI volume ({first_line(exc, 160)})") from None
     expected = f"expected integer label values 0..{classes} (the keys of dataset.json's 'labels')"
     if np.issubdtype(values.dtype, np.floating):
         bad = values.size - int(np.count_nonzero(np.isfinite(values)))
