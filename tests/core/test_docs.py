@@ -397,6 +397,10 @@ def test_tutorial_works_in_a_fresh_venv(page: str, tmp_path: Path) -> None:
     project.mkdir()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("DLGUIDE_", "PYTEST_", "PYTHONPATH", "VIRTUAL_ENV"))}
+    # the tutorial's pytest keeps its temporary folders here: in the shared root, its new sessions
+    # would retire the oldest ones there, this suite's own among them, while its tests still use them
+    (tmp_path / "temproot").mkdir()
+    env.update(PYTEST_DEBUG_TEMPROOT=str(tmp_path / "temproot"))
     env.update(XDG_CACHE_HOME=str(tmp_path / "cache"), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
                PATH=f"{python.parent}{os.pathsep}{env.get('PATH', '')}", PIP_DISABLE_PIP_VERSION_CHECK="1")
     forked = ForkingRunner(python, env, project, tmp_path)

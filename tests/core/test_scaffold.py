@@ -5,6 +5,7 @@ errors that change nothing."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -78,8 +79,13 @@ def test_a_new_plugin_installs_alone_and_passes_its_own_tests(cache, tmp_path, c
     install = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                               "--no-index", "-e", str(plugin)], capture_output=True, text=True)
     assert install.returncode == 0, install.stderr[-3000:]
+    # the plugin's pytest keeps its temporary folders under tmp_path: in the shared root, a new
+    # session retires the oldest sessions' folders, this suite's own among them, while they are in use
+    (tmp_path / "temproot").mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env["PYTEST_DEBUG_TEMPROOT"] = str(tmp_path / "temproot")
     tests = subprocess.run([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=plugin,
-                           capture_output=True, text=True, timeout=900)
+                           capture_output=True, text=True, timeout=900, env=env)
     assert tests.returncode == 0, tests.stdout[-4000:] + tests.stderr[-2000:]
     assert " passed" in tests.stdout and "skipped" not in tests.stdout, tests.stdout[-2000:]
     listed = subprocess.run([str(python), "-m", "dlguide", "list", "--kind", "task"], capture_output=True, text=True)
