@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import tomllib
+import sys
 import types
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, from PyPI
+    import tomli as tomllib
 
 from dlguide._errors import UsageError, did_you_mean, first_line, quote
 

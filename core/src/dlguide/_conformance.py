@@ -35,13 +35,18 @@ import dataclasses
 import importlib
 import importlib.util
 import os
+import sys
 import tempfile
 import time
-import tomllib
 from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, from PyPI
+    import tomli as tomllib
 
 from dlguide._errors import DlguideError, UsageError, did_you_mean
 from dlguide._plugins import GROUP, Runtime
