@@ -26,8 +26,9 @@ class DefaultsFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
         default = action.default
-        if (not text or "default" in text or default in (None, False, [], argparse.SUPPRESS)
-                or action.option_strings == [] or isinstance(action, argparse._VersionAction)):
+        # --help and --version have the default SUPPRESS; positionals have no option strings
+        if not text or "default" in text or default in (None, False, [], argparse.SUPPRESS) \
+                or not action.option_strings:
             return action.help
         return f"{text} (default: {default})"
 

@@ -35,7 +35,6 @@ import dataclasses
 import importlib
 import importlib.util
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -43,11 +42,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10: the same parser, from PyPI
-    import tomli as tomllib
-
+from dlguide._config import tomllib  # the standard library's, or tomli on Python 3.10
 from dlguide._errors import DlguideError, UsageError, did_you_mean
 from dlguide._plugins import GROUP, Runtime
 
